@@ -1,0 +1,431 @@
+"""Compile an expression tree into a target: a composed score field and a Δ evaluator.
+
+A composition is flattened into weighted terms,
+
+    log π_t(x) = Σ_i w_i log p^i_t(x)            (products, quotients, powers, guidance),
+
+where each term either has a log-density (analytic, energy, classifier, or a mixture of such)
+or only a score (score models). The target evaluates, at a batch of points,
+
+    score           Σ_i w_i s^i_t(x)                        the full composed score,
+    implicit_score  Σ_{i score-only} w_i s^i_t(x)           the part with no log-density,
+    log_density     Σ_{i exact} w_i log p^i_t(x)            the exactly known part,
+
+and the pseudo-energy difference (SPEC section 3)
+
+    Δ(x → x') = [log_density(x') − log_density(x)] + ∫_γ implicit_score · dγ,
+
+with γ the straight line (path="line") or the HMC leapfrog path (path="curve"), both by the
+trapezoid rule with `points` interior nodes per piece. Score and Δ always describe the same π:
+every weight, the guidance scale included, enters both through the same term.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from . import quadrature
+from .components import Component
+from .errors import CompositionError
+from .expr import Expr, Guidance, Leaf, Mixture, Power, Product, Quotient, as_expr
+from .schedule import Schedule
+
+PATHS = ("line", "curve")
+
+
+# -- terms ------------------------------------------------------------------------------------
+@dataclass
+class Term:
+    """One weighted summand w · log p of the composition.
+
+    Attributes:
+        label: how plans and diagnostics name it, e.g. ``p(class=7)`` or ``clf[class=7]``.
+        weight: w, after multiplying through nesting and guidance scales.
+        source: the component, or a `MixtureDensity`.
+        conditions: passed to the component's network.
+        method: "analytic", "energy", "classifier", "mixture" (exact) or "score" (integrated).
+    """
+
+    label: str
+    weight: float
+    source: Any
+    conditions: Tuple = ()
+    method: str = "score"
+
+    @property
+    def exact(self) -> bool:
+        return self.method != "score"
+
+
+class EvaluationCounter:
+    """Rows and calls evaluated per term label (host-side integers, no device syncs)."""
+
+    def __init__(self):
+        self.rows: Dict[str, int] = OrderedDict()
+        self.calls: Dict[str, int] = OrderedDict()
+
+    def add(self, label: str, rows: int) -> None:
+        self.rows[label] = self.rows.get(label, 0) + rows
+        self.calls[label] = self.calls.get(label, 0) + 1
+
+    def snapshot(self) -> Dict[str, int]:
+        return dict(self.rows)
+
+    def reset(self) -> None:
+        self.rows.clear()
+        self.calls.clear()
+
+
+class MixtureDensity:
+    """Equal-weight mixture of exact branches: log π = logsumexp_b log π_b − log B.
+
+    Each branch is a list of exact terms whose weighted log-densities add. The score is the
+    responsibility-weighted sum of the branch scores, consistent with the log-density (the
+    1/σ_t of each energy branch applies inside its own term, before the logsumexp).
+    """
+
+    def __init__(self, branches: List[List[Term]]):
+        self.branches = branches
+
+    def log_density_and_score(self, x, t, counter, evaluate_term):
+        logs, scores = [], []
+        for branch in self.branches:
+            log_p, score = 0.0, 0.0
+            for term in branch:
+                lp, s = evaluate_term(term, x, t)
+                log_p, score = log_p + term.weight * lp, score + term.weight * s
+            logs.append(log_p)
+            scores.append(score)
+        logs = torch.stack(logs)                                          # (B, N)
+        resp = torch.softmax(logs, dim=0)
+        score = sum(resp[b].reshape((-1,) + (1,) * (x.dim() - 1)) * scores[b] for b in range(len(scores)))
+        return torch.logsumexp(logs, dim=0) - math.log(len(self.branches)), score
+
+
+# -- evaluations at points -------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    """What the target knows at a batch of points (N chains, one level).
+
+    score: ∇ log π, shape (N, *event). implicit_score: the score-only part (None if there is
+    none). log_density: the exact part of log π, shape (N,) (None if there is none).
+    """
+
+    score: torch.Tensor
+    implicit_score: Optional[torch.Tensor] = None
+    log_density: Optional[torch.Tensor] = None
+
+    def where(self, mask: torch.Tensor, other: "Evaluation") -> "Evaluation":
+        """Per chain: this evaluation where `mask` (shape (N,)) holds, else `other`."""
+        def pick(a, b):
+            if a is None:
+                return None
+            m = mask.reshape((-1,) + (1,) * (a.dim() - 1))
+            return torch.where(m, a, b)
+        return Evaluation(pick(self.score, other.score), pick(self.implicit_score, other.implicit_score),
+                          pick(self.log_density, other.log_density))
+
+
+# -- the compiled target ---------------------------------------------------------------------
+class Target:
+    """A compiled composition: `score`, `log_ratio`, `log_ratio_curve`, `evaluate`, and `plan`.
+
+    Built by `compile`; see the module docstring for the quantities.
+    """
+
+    def __init__(self, expr: Expr, terms: List[Term], schedule: Schedule,
+                 event_shape: Optional[Tuple[int, ...]], path: str, points: int,
+                 chunk_rows: Optional[int]):
+        self.expr = expr
+        self.terms = terms
+        self.schedule = schedule
+        self.event_shape = event_shape
+        self.path = path
+        self.points = points
+        self.chunk_rows = chunk_rows
+        self.exact_terms = [t for t in terms if t.exact]
+        self.implicit_terms = [t for t in terms if not t.exact]
+        self.counter = EvaluationCounter()
+
+    @property
+    def T(self) -> int:
+        return self.schedule.T
+
+    @property
+    def plan(self):
+        from .plan import Plan
+        return Plan.from_target(self)
+
+    def plan_for(self, kernel, steps_per_level: int = 10, num_samples: int = 1,
+                 reverse_step: bool = False):
+        """The plan with evaluation counts per step and per sample for one kernel and run."""
+        from .plan import Plan
+        return Plan.for_kernel(self, kernel, steps_per_level, num_samples, reverse_step)
+
+    def labels(self) -> List[str]:
+        """Labels of every evaluated term, mixture branches included, in evaluation order."""
+        out = []
+        for term in self.terms:
+            if isinstance(term.source, MixtureDensity):
+                out.extend(b.label for branch in term.source.branches for b in branch)
+            else:
+                out.append(term.label)
+        return list(OrderedDict.fromkeys(out))
+
+    # -- checks ---------------------------------------------------------------------------
+    def _check(self, x: torch.Tensor, t, name: str = "x") -> int:
+        t = self.schedule.check_level(t)
+        if not isinstance(x, torch.Tensor) or x.dim() < 1:
+            raise ValueError(f"{name}: expected a tensor of shape (N, *event_shape), got {x!r:.60}")
+        if self.event_shape is not None and tuple(x.shape[1:]) != self.event_shape:
+            shape = ", ".join(str(d) for d in self.event_shape)
+            raise ValueError(f"{name}: expected shape (N, {shape}), got {tuple(x.shape)}")
+        return t
+
+    # -- term evaluation ------------------------------------------------------------------
+    def _exact_term(self, term: Term, x: torch.Tensor, t: int):
+        if isinstance(term.source, MixtureDensity):
+            return term.source.log_density_and_score(x, t, self.counter, self._exact_term)
+        self.counter.add(term.label, x.shape[0])
+        if term.method == "classifier":
+            (variable, value), = term.conditions
+            return term.source.log_prob_and_grad(x, t, value)
+        return term.source.log_density_and_score(x, t, term.conditions)
+
+    def _implicit(self, x: torch.Tensor, t: int) -> Optional[torch.Tensor]:
+        """Σ w_i s^i over score-only terms, one call per term (chunked by `chunk_rows`)."""
+        total = None
+        rows = x.shape[0] if not self.chunk_rows else max(1, int(self.chunk_rows))
+        for term in self.implicit_terms:
+            parts = []
+            for chunk in torch.split(x, rows) if rows < x.shape[0] else (x,):
+                self.counter.add(term.label, chunk.shape[0])
+                parts.append(term.source.score(chunk, t, term.conditions))
+            s = parts[0] if len(parts) == 1 else torch.cat(parts)
+            total = term.weight * s if total is None else total + term.weight * s
+        return total
+
+    def evaluate(self, x: torch.Tensor, t: int) -> Evaluation:
+        """Score, score-only part and exact log-density part at a batch x, level t."""
+        t = self._check(x, t)
+        log_density, score = None, None
+        for term in self.exact_terms:
+            lp, s = self._exact_term(term, x, t)
+            log_density = term.weight * lp if log_density is None else log_density + term.weight * lp
+            score = term.weight * s if score is None else score + term.weight * s
+        implicit = self._implicit(x, t)
+        if implicit is not None:
+            score = implicit if score is None else score + implicit
+        return Evaluation(score, implicit, log_density)
+
+    def score(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """∇_x log π_t(x) = Σ_i w_i s^i_t(x), shape of x."""
+        return self.evaluate(x, t).score
+
+    # -- Δ --------------------------------------------------------------------------------
+    def _interior_scores(self, points: torch.Tensor, t: int, event_dims: int) -> torch.Tensor:
+        """Score-only part at points of shape (*lead, N, *event): all of them in one batched
+        call per term (split into chunks of `chunk_rows` rows only to bound memory)."""
+        flat = points.reshape((-1,) + tuple(points.shape[points.dim() - event_dims:]))
+        return self._implicit(flat, t).reshape(points.shape)
+
+    def _exact_difference(self, ev_from: Evaluation, ev_to: Evaluation) -> Optional[torch.Tensor]:
+        if ev_to.log_density is None:
+            return None
+        return ev_to.log_density - ev_from.log_density
+
+    def delta_line(self, x: torch.Tensor, ev_x: Evaluation, x_new: torch.Tensor,
+                   ev_new: Evaluation, t: int, points: Optional[int] = None) -> torch.Tensor:
+        """Δ(x → x') on the straight line, reusing the end point evaluations; shape (N,).
+
+        Costs `points` extra evaluations of each score-only term, in one batched call.
+        """
+        n = self.points if points is None else points
+        delta = self._exact_difference(ev_x, ev_new)
+        if self.implicit_terms:
+            interior = None
+            if n > 0:
+                interior = self._interior_scores(quadrature.interior_points(x, x_new, n), t,
+                                                  x.dim() - 1).unsqueeze(1)
+            integral = quadrature.trapezoid_pieces(
+                x.unsqueeze(0), x_new.unsqueeze(0), ev_x.implicit_score.unsqueeze(0),
+                ev_new.implicit_score.unsqueeze(0), interior, n)
+            delta = integral if delta is None else delta + integral
+        return delta if delta is not None else torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+    def delta_curve(self, positions: Sequence[torch.Tensor], evaluations: Sequence[Evaluation],
+                    t: int, points: Optional[int] = None) -> torch.Tensor:
+        """Δ along a piecewise-straight path x⁽⁰⁾ … x⁽ᴸ⁾ (the leapfrog positions); shape (N,).
+
+        Reuses the scores at the positions; `points` extra nodes per piece cost `points · L`
+        evaluations of each score-only term, in one batched call.
+        """
+        n = self.points if points is None else points
+        delta = self._exact_difference(evaluations[0], evaluations[-1])
+        if self.implicit_terms:
+            xs = torch.stack(list(positions))                                   # (L+1, N, ...)
+            ss = torch.stack([ev.implicit_score for ev in evaluations])
+            interior = None
+            if n > 0:
+                interior = self._interior_scores(quadrature.interior_points(xs[:-1], xs[1:], n), t,
+                                                  xs.dim() - 2)
+            integral = quadrature.trapezoid_pieces(xs[:-1], xs[1:], ss[:-1], ss[1:], interior, n)
+            delta = integral if delta is None else delta + integral
+        x = positions[0]
+        return delta if delta is not None else torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+    def log_ratio(self, x: torch.Tensor, x_new: torch.Tensor, t: int) -> torch.Tensor:
+        """Δ = log π_t(x_new) − log π_t(x) per chain, shape (N,): exact terms exactly, score-only
+        terms by the trapezoid rule on the straight line with `points` interior nodes.
+
+        (With path="curve" a straight segment is a one-piece curve: the same rule.)
+        """
+        t = self._check(x, t)
+        self._check(x_new, t, "x_new")
+        if x.shape != x_new.shape:
+            raise ValueError(f"x_new: shape {tuple(x_new.shape)} differs from x's {tuple(x.shape)}")
+        return self.delta_line(x, self.evaluate(x, t), x_new, self.evaluate(x_new, t), t)
+
+    def log_ratio_curve(self, positions, t: int) -> torch.Tensor:
+        """Δ along the path through `positions` (a tensor (L+1, N, *event) or a list of L+1
+        batches), trapezoid rule with `points` extra nodes per piece; shape (N,)."""
+        positions = list(positions)
+        if len(positions) < 2:
+            raise ValueError(f"positions: a path needs at least 2 points, got {len(positions)}")
+        t = self._check(positions[0], t, "positions")
+        for p in positions[1:]:
+            if p.shape != positions[0].shape:
+                raise ValueError(f"positions: every point must have shape {tuple(positions[0].shape)}")
+        return self.delta_curve(positions, [self.evaluate(p, t) for p in positions], t)
+
+    def __repr__(self) -> str:
+        return f"Target({str(self.expr)!r}, path={self.path!r}, points={self.points})"
+
+
+# -- compilation ------------------------------------------------------------------------------
+def compile(expr, path: str = "line", points: int = 0, chunk_rows: Optional[int] = None,
+            components: Optional[dict] = None, **more) -> Target:
+    """Compile a composition into a `Target`.
+
+    Args:
+        expr: an expression (or a component, or a composition string with `components`).
+        path: "line" (straight line x → x') or "curve" (HMC leapfrog path) for Δ of
+            score-only terms.
+        points: interior quadrature nodes per straight piece (n in LA-n-line; m per leapfrog
+            segment for the curve).
+        chunk_rows: most rows per network call when integration points are batched; None
+            evaluates all points of all chains in one call per term.
+        components, **more: name → component bindings when `expr` is a string.
+    Returns:
+        a Target with `score`, `evaluate`, `log_ratio`, `log_ratio_curve` and `plan`.
+    """
+    if isinstance(expr, str):
+        from .language import parse
+        mapping = dict(components or {})
+        mapping.update(more)
+        expr = parse(expr, mapping)
+    elif components or more:
+        raise ValueError("components: bindings are only used when expr is a composition string")
+    expr = as_expr(expr)
+    if path not in PATHS:
+        raise ValueError(f"path: must be one of {', '.join(PATHS)}, got {path!r}")
+    if isinstance(points, bool) or not isinstance(points, numbers.Integral) or points < 0:
+        raise ValueError(f"points: number of interior integration points must be an integer ≥ 0, got {points!r}")
+    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral)
+                                   or chunk_rows < 1):
+        raise ValueError(f"chunk_rows: must be None or an integer ≥ 1, got {chunk_rows!r}")
+
+    terms = _merge(_flatten(expr, 1.0))
+    if not terms:
+        raise CompositionError(f"'{expr}': every weight cancels, nothing is left to sample")
+    sources = _leaf_components(terms)
+    schedule = sources[0].schedule
+    for c in sources[1:]:
+        if not c.schedule.same_as(schedule):
+            raise ValueError(f"schedule: components '{sources[0].name}' ({schedule!r}) and "
+                             f"'{c.name}' ({c.schedule!r}) use different noise schedules")
+    shapes = {c.name: c.event_shape for c in sources if c.event_shape is not None}
+    event_shape = None
+    for name, shape in shapes.items():
+        if event_shape is None:
+            event_shape, first = shape, name
+        elif shape != event_shape:
+            raise ValueError(f"event_shape: components '{first}' {event_shape} and '{name}' {shape} "
+                             "have different sample shapes")
+    return Target(expr, terms, schedule, event_shape, path, int(points), chunk_rows)
+
+
+def _flatten(expr: Expr, weight: float) -> List[Term]:
+    """Weighted terms of log π: weights multiply through powers, quotients and guidance."""
+    if not math.isfinite(weight):
+        raise CompositionError(f"'{expr}': weight overflows to {weight}")
+    if isinstance(expr, Leaf):
+        component = expr.component
+        if component is None:
+            raise CompositionError(f"name '{expr.name}' is not bound to a component", span=expr.span)
+        if not isinstance(component, Component):
+            raise CompositionError(f"'{expr.name}' is bound to a {type(component).__name__}, not a component")
+        if component.is_classifier:
+            raise CompositionError(f"'{expr.name}' is a classifier: use it in guidance (| {component.variable}=...)")
+        method = component.kind if component.has_log_density else "score"
+        return [Term(str(expr), weight, component, expr.conditions, method)]
+    if isinstance(expr, Product):
+        return _flatten(expr.left, weight) + _flatten(expr.right, weight)
+    if isinstance(expr, Quotient):
+        return _flatten(expr.left, weight) + _flatten(expr.right, -weight)
+    if isinstance(expr, Power):
+        return _flatten(expr.base, weight * expr.exponent)
+    if isinstance(expr, Guidance):
+        terms = _flatten(expr.expr, weight)
+        for condition in expr.conditions:
+            clf = condition.classifier
+            if clf is None or not getattr(clf, "is_classifier", False):
+                raise CompositionError(f"guidance on '{condition.variable}' needs a classifier bound to "
+                                       f"'{condition.variable}'", span=condition.span)
+            terms.append(Term(f"{clf.name}[{condition}]", weight * expr.scale, clf,
+                              ((condition.variable, condition.value),), "classifier"))
+        return terms
+    if isinstance(expr, Mixture):
+        branches = []
+        for branch in expr.components:
+            branch_terms = _merge(_flatten(branch, 1.0))
+            for term in branch_terms:
+                if not term.exact:
+                    raise CompositionError(
+                        f"mixture needs log-densities: '{term.label}' is a score-only component; "
+                        "use analytic or energy components in a mixture")
+            branches.append(branch_terms)
+        return [Term(f"mixture({expr})", weight, MixtureDensity(branches), (), "mixture")]
+    raise CompositionError(f"cannot compile a {type(expr).__name__}")
+
+
+def _merge(terms: List[Term]) -> List[Term]:
+    """Sum the weights of repeated (component, conditions) pairs; drop terms of weight 0."""
+    merged: "OrderedDict[Tuple, Term]" = OrderedDict()
+    for term in terms:
+        key = (id(term.source), term.conditions)
+        if key in merged:
+            merged[key].weight += term.weight
+        else:
+            merged[key] = Term(term.label, term.weight, term.source, term.conditions, term.method)
+    labels = {}
+    for term in merged.values():
+        if term.label in labels and labels[term.label] is not term.source:
+            raise CompositionError(f"name '{term.label}' refers to two different components")
+        labels[term.label] = term.source
+    return [t for t in merged.values() if t.weight != 0.0]
+
+
+def _leaf_components(terms: List[Term]) -> List[Component]:
+    out = []
+    for term in terms:
+        if isinstance(term.source, MixtureDensity):
+            out.extend(_leaf_components([t for branch in term.source.branches for t in branch]))
+        else:
+            out.append(term.source)
+    return out

@@ -1,0 +1,331 @@
+"""Expression trees for compositions of distributions.
+
+A composition is a frozen tree of nodes. The Python operators on components and nodes build it
+(``p * q ** 0.5 / r``), and so does the composition language (``compose.parse``): both produce
+the same node types, so one compiler serves both.
+
+Node types and the unnormalised density each one denotes at a noise level t (SPEC section 2):
+
+=============  ==========================  =============================================
+node           written                     log π_t
+=============  ==========================  =============================================
+``Leaf``       ``p`` or ``p(class=7)``     log p_t(x)  (a component, maybe conditioned)
+``Product``    ``a * b``                   log a + log b
+``Quotient``   ``a / b``                   log a − log b
+``Power``      ``a ** w``                  w · log a
+``Mixture``    ``a + b + c``               logsumexp(log a, log b, log c) − log 3
+``Guidance``   ``a | class=7 @ 3``         log a + 3 · log p_t(class = 7 | x)
+=============  ==========================  =============================================
+
+Leaves refer to components by name. A leaf built by the parser has ``component=None`` until
+`bind` attaches components; a leaf built from a component object carries it already.
+Equality is structural (names, numbers, conditions) plus identity of the bound components, so
+``parse(str(e), **components) == e``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Mapping, Optional, Tuple, Union
+
+from .errors import CompositionError
+
+ConditionValue = Union[int, float, str]
+
+# Binding strength of each node when printed; a child binding looser than its slot gets parens.
+_GUIDANCE, _MIXTURE, _PRODUCT, _POWER, _ATOM = range(5)
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def format_number(value: float) -> str:
+    """Shortest text that reads back as the same float (integers without a decimal point)."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return repr(value)
+
+
+def _format_value(value: ConditionValue) -> str:
+    """A condition value as the language writes it: a bare identifier, a double-quoted string
+    (backslash escapes '\\' and '"'), an int, or a float that keeps its point (7.0 stays float)."""
+    if isinstance(value, str):
+        if _IDENTIFIER.match(value):
+            return value
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def _check_real(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise CompositionError(f"{what} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise CompositionError(f"{what} must be finite, got {value!r}")
+    return value
+
+
+def _check_conditions(conditions: Any, what: str) -> Tuple[Tuple[str, ConditionValue], ...]:
+    items = tuple(conditions.items()) if isinstance(conditions, Mapping) else tuple(conditions)
+    seen = set()
+    for variable, value in items:
+        if not isinstance(variable, str) or not _IDENTIFIER.match(variable):
+            raise CompositionError(f"{what}: condition variable must be an identifier, got {variable!r}")
+        if variable in seen:
+            raise CompositionError(f"{what}: condition '{variable}' is given twice")
+        if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numbers.Real, str)):
+            raise CompositionError(
+                f"{what}: value of condition '{variable}' must be an int, float or str, got {value!r}")
+        if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) \
+                and not math.isfinite(value):
+            raise CompositionError(f"{what}: value of condition '{variable}' must be finite, got {value!r}")
+        seen.add(variable)
+    return tuple((v, x if isinstance(x, str) else int(x) if isinstance(x, numbers.Integral)
+                  else float(x)) for v, x in items)
+
+
+class Expr:
+    """Base of all composition nodes. Python operators build new nodes; nothing is evaluated."""
+
+    precedence = _ATOM
+
+    def __mul__(self, other: Any) -> "Product":
+        return Product(self, as_expr(other))
+
+    def __rmul__(self, other: Any) -> "Product":
+        return Product(as_expr(other), self)
+
+    def __truediv__(self, other: Any) -> "Quotient":
+        return Quotient(self, as_expr(other))
+
+    def __rtruediv__(self, other: Any) -> "Quotient":
+        return Quotient(as_expr(other), self)
+
+    def __pow__(self, exponent: Any) -> "Power":
+        return Power(self, _check_real(exponent, "exponent"))
+
+    def __add__(self, other: Any) -> "Mixture":
+        left = self.components if isinstance(self, Mixture) else (self,)
+        return Mixture(left + (as_expr(other),))
+
+    def __or__(self, conditions: Any) -> "Guidance":
+        """``expr | clf.condition(7)`` or ``expr | (c1, c2)``: classifier guidance with scale 1."""
+        if isinstance(conditions, Condition):
+            conditions = (conditions,)
+        return Guidance(self, tuple(conditions), 1.0)
+
+    def guide(self, *conditions: "Condition", scale: float = 1.0) -> "Guidance":
+        """Classifier guidance: add ``scale · Σ log p_t(variable = value | x)`` to log π."""
+        return Guidance(self, tuple(conditions), scale)
+
+    def leaves(self) -> Iterator["Leaf"]:
+        """Every leaf in the tree, left to right."""
+        for child in self.children():
+            yield from child.leaves()
+
+    def children(self) -> Tuple["Expr", ...]:
+        return ()
+
+    def _wrap(self, child: "Expr", slot: int) -> str:
+        text = str(child)
+        return f"({text})" if child.precedence < slot else text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+def as_expr(value: Any) -> Expr:
+    """The expression for `value`: nodes pass through, components become leaves."""
+    if isinstance(value, Expr):
+        return value
+    to_leaf = getattr(value, "as_leaf", None)
+    if callable(to_leaf):
+        return to_leaf()
+    raise CompositionError(
+        f"cannot compose a {type(value).__name__}: expected a component or an expression "
+        "(numbers only appear as exponents, e.g. p ** 0.5)")
+
+
+@dataclass(frozen=True, repr=False)
+class Leaf(Expr):
+    """A component by name, optionally conditioned (classifier-free guidance): ``p(class=7)``.
+
+    Args:
+        name: identifier the component is bound to.
+        component: the bound component, or None before `bind`.
+        conditions: ``((variable, value), ...)`` passed to the component's network.
+        span: where the leaf was written, for error messages; not part of equality.
+    """
+
+    name: str
+    component: Any = None
+    conditions: Tuple[Tuple[str, ConditionValue], ...] = ()
+    span: Any = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _IDENTIFIER.match(self.name):
+            raise CompositionError(f"component name must be an identifier, got {self.name!r}")
+        object.__setattr__(self, "conditions", _check_conditions(self.conditions, f"'{self.name}'"))
+
+    def __eq__(self, other: Any) -> bool:
+        return (isinstance(other, Leaf) and self.name == other.name
+                and self.conditions == other.conditions and self.component is other.component)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.conditions, id(self.component)))
+
+    def given(self, conditions: Optional[Mapping[str, ConditionValue]] = None,
+              **more: ConditionValue) -> "Leaf":
+        """The same component evaluated with conditions, e.g. ``p.given({"class": 7})``."""
+        merged = dict(self.conditions)
+        for variable, value in list((conditions or {}).items()) + list(more.items()):
+            if variable in merged:
+                raise CompositionError(f"'{self.name}': condition '{variable}' is given twice")
+            merged[variable] = value
+        return replace(self, conditions=tuple(merged.items()))
+
+    def leaves(self) -> Iterator["Leaf"]:
+        yield self
+
+    def __str__(self) -> str:
+        if not self.conditions:
+            return self.name
+        inner = ", ".join(f"{v}={_format_value(x)}" for v, x in self.conditions)
+        return f"{self.name}({inner})"
+
+
+@dataclass(frozen=True, repr=False)
+class Product(Expr):
+    """``left * right``: log-densities add, scores add."""
+
+    left: Expr
+    right: Expr
+    precedence = _PRODUCT
+
+    def children(self):
+        return (self.left, self.right)
+
+    def __str__(self):
+        # '*' and '/' are left-associative: the right operand needs parens at equal precedence.
+        return f"{self._wrap(self.left, _PRODUCT)} * {self._wrap(self.right, _POWER)}"
+
+
+@dataclass(frozen=True, repr=False)
+class Quotient(Expr):
+    """``left / right``: the right operand enters with weight −1 (negation, as in R3)."""
+
+    left: Expr
+    right: Expr
+    precedence = _PRODUCT
+
+    def children(self):
+        return (self.left, self.right)
+
+    def __str__(self):
+        return f"{self._wrap(self.left, _PRODUCT)} / {self._wrap(self.right, _POWER)}"
+
+
+@dataclass(frozen=True, repr=False)
+class Power(Expr):
+    """``base ** exponent`` with a real exponent: weights multiply through nesting."""
+
+    base: Expr
+    exponent: float
+    precedence = _POWER
+
+    def __post_init__(self):
+        object.__setattr__(self, "exponent", _check_real(self.exponent, "exponent"))
+
+    def children(self):
+        return (self.base,)
+
+    def __str__(self):
+        # The exponent is a number, so the base must be an atom: (a ** 2) ** 3 keeps its parens.
+        return f"{self._wrap(self.base, _ATOM)} ** {format_number(self.exponent)}"
+
+
+@dataclass(frozen=True, repr=False)
+class Mixture(Expr):
+    """``a + b + ...``: equal-weight mixture, log π = logsumexp_i log p_i − log n.
+
+    Needs absolute log-densities, so every branch must consist of analytic or energy
+    components (the compiler refuses score-only branches).
+    """
+
+    components: Tuple[Expr, ...]
+    precedence = _MIXTURE
+
+    def __post_init__(self):
+        if len(self.components) < 2:
+            raise CompositionError("a mixture needs at least two components")
+
+    def children(self):
+        return self.components
+
+    def __str__(self):
+        return " + ".join(self._wrap(c, _PRODUCT) for c in self.components)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``variable = value`` in a guidance clause, with the classifier for that variable.
+
+    The classifier is None until bound (the parser leaves it unbound).
+    """
+
+    variable: str
+    value: ConditionValue
+    classifier: Any = None
+    span: Any = None
+
+    def __post_init__(self):
+        (pair,) = _check_conditions(((self.variable, self.value),), "guidance")
+        object.__setattr__(self, "value", pair[1])
+
+    def __eq__(self, other: Any) -> bool:
+        return (isinstance(other, Condition) and self.variable == other.variable
+                and self.value == other.value and self.classifier is other.classifier)
+
+    def __hash__(self) -> int:
+        return hash((self.variable, self.value, id(self.classifier)))
+
+    def __str__(self) -> str:
+        return f"{self.variable}={_format_value(self.value)}"
+
+
+@dataclass(frozen=True, repr=False)
+class Guidance(Expr):
+    """``expr | class=7, style=2 @ scale``: classifier guidance, binding loosest.
+
+    log π = log expr + scale · Σ_c log p_t(c.variable = c.value | x).
+    """
+
+    expr: Expr
+    conditions: Tuple[Condition, ...]
+    scale: float = 1.0
+    precedence = _GUIDANCE
+
+    def __post_init__(self):
+        conditions = tuple(self.conditions)
+        if not conditions:
+            raise CompositionError("guidance needs at least one condition, e.g. | class=7")
+        for c in conditions:
+            if not isinstance(c, Condition):
+                raise CompositionError(f"guidance conditions must be Condition objects, got {c!r}")
+        variables = [c.variable for c in conditions]
+        for v in variables:
+            if variables.count(v) > 1:
+                raise CompositionError(f"guidance: condition '{v}' is given twice")
+        object.__setattr__(self, "conditions", conditions)
+        object.__setattr__(self, "scale", _check_real(self.scale, "guidance scale"))
+
+    def children(self):
+        return (self.expr,)
+
+    def __str__(self):
+        text = f"{self._wrap(self.expr, _MIXTURE)} | " + ", ".join(str(c) for c in self.conditions)
+        if self.scale != 1.0:
+            text += f" @ {format_number(self.scale)}"
+        return text

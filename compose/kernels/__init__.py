@@ -1,0 +1,8 @@
+"""MCMC kernels over batches of chains at one level: ULA, MALA, HMC/U-HMC, random-walk MH."""
+from .base import ChainState, Kernel, StepInfo
+from .hmc import HMC, kinetic_energy, leapfrog
+from .langevin import MALA, ULA, langevin_log_q, langevin_proposal
+from .random_walk import RandomWalkMH
+
+__all__ = ["ChainState", "Kernel", "StepInfo", "HMC", "MALA", "ULA", "RandomWalkMH",
+           "leapfrog", "kinetic_energy", "langevin_log_q", "langevin_proposal"]

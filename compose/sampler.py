@@ -1,0 +1,215 @@
+"""The annealed sampler: MCMC at each level of the diffusion schedule (SPEC section 5).
+
+    x ~ N(0, I) at level T
+    for t = T, …, 1:
+        K kernel steps targeting π_t                       (skipped when K = 0 or no kernel)
+        if reverse_step: ancestral step t → t − 1 with the composed score at π_t
+
+With ``reverse_step=False`` (the paper's 2D experiment, as in R3) the result is the state at
+level 1; with ``reverse_step=True`` (its image experiments) it is at level 0. A kernel of None
+with ``reverse_step=True`` is the plain reverse process.
+
+Diagnostics are accumulated in tensors during a level and read once at its end.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from .compiler import Target
+from .kernels.base import ChainState, Kernel
+
+
+@dataclass
+class LevelDiagnostics:
+    """What happened at one level: acceptance rate, mean |Δ| over finite Δ's, divergences,
+    evaluations per sample of each term, the step size and the wall time."""
+
+    level: int
+    step_size: float
+    steps: int
+    acceptance: float
+    mean_abs_log_ratio: float
+    divergences: int
+    evaluations: Dict[str, float]
+    seconds: float
+
+
+@dataclass
+class Diagnostics:
+    """Per-level diagnostics of one annealed run, from level T down to 1."""
+
+    sampler: str
+    num_samples: int
+    levels: List[LevelDiagnostics] = field(default_factory=list)
+
+    @property
+    def acceptance(self) -> List[float]:
+        return [d.acceptance for d in self.levels]
+
+    @property
+    def divergences(self) -> int:
+        return sum(d.divergences for d in self.levels)
+
+    @property
+    def seconds(self) -> float:
+        return sum(d.seconds for d in self.levels)
+
+    def evaluations_per_sample(self) -> Dict[str, float]:
+        """Evaluations of each term per sample over the whole run."""
+        out: Dict[str, float] = {}
+        for d in self.levels:
+            for label, count in d.evaluations.items():
+                out[label] = out.get(label, 0.0) + count
+        return out
+
+    def mean_acceptance(self) -> float:
+        rates = [d.acceptance for d in self.levels if d.steps > 0 and not math.isnan(d.acceptance)]
+        return sum(rates) / len(rates) if rates else math.nan
+
+    def to_dict(self) -> dict:
+        return {"sampler": self.sampler, "num_samples": self.num_samples,
+                "levels": [asdict(d) for d in self.levels]}
+
+
+@dataclass
+class SampleResult:
+    """Samples of shape (num_samples, *event_shape) and their `Diagnostics`."""
+
+    samples: torch.Tensor
+    diagnostics: Diagnostics
+
+
+def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per_level: int = 10,
+           reverse_step: bool = False, generator: Optional[torch.Generator] = None, *,
+           initial: Optional[torch.Tensor] = None, event_shape: Optional[Sequence[int]] = None,
+           device=None, dtype: torch.dtype = torch.float32, variance: str = "small",
+           progress: bool = True, callback: Optional[Callable[[dict], None]] = None) -> SampleResult:
+    """Annealed MCMC along the schedule of `target`.
+
+    Args:
+        target: a compiled composition (`compose.compile`).
+        kernel: ULA, MALA, HMC, RandomWalkMH, or None (reverse process only).
+        num_samples: number of independent chains N.
+        steps_per_level: K kernel steps at each level.
+        reverse_step: take the ancestral step t → t − 1 after the kernel steps at t.
+        generator: the only source of randomness (on the device of the samples).
+        initial: starting batch at level T (default x ~ N(0, I)).
+        event_shape: shape of one sample, when no component declares it.
+        variance: "small" (β̃_t) or "large" (β_t) reverse-step noise.
+        progress: show a tqdm bar over levels.
+        callback: called after each level with {"level", "x", "diagnostics"}.
+    Returns:
+        SampleResult(samples, diagnostics).
+    """
+    if not isinstance(target, Target):
+        raise ValueError(f"target: expected a compiled Target (compose.compile), got {type(target).__name__}")
+    if kernel is not None and not isinstance(kernel, Kernel):
+        raise ValueError(f"kernel: expected a compose kernel or None, got {type(kernel).__name__}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
+        raise ValueError(f"num_samples: must be an integer ≥ 1, got {num_samples!r}")
+    if isinstance(steps_per_level, bool) or not isinstance(steps_per_level, numbers.Integral) or steps_per_level < 0:
+        raise ValueError(f"steps_per_level: must be an integer ≥ 0, got {steps_per_level!r}")
+    if variance not in ("small", "large"):
+        raise ValueError(f"variance: must be 'small' or 'large', got {variance!r}")
+    if (kernel is None or steps_per_level == 0) and not reverse_step:
+        raise ValueError("kernel: with no kernel steps, reverse_step=True is needed (otherwise nothing moves)")
+
+    x = _initial_batch(target, num_samples, initial, event_shape, device, dtype, generator)
+    schedule = target.schedule
+    step_sizes = kernel.step_sizes(target) if kernel is not None else None
+    name = _sampler_name(kernel, steps_per_level, reverse_step)
+    diagnostics = Diagnostics(name, num_samples)
+    bar = _progress_bar(schedule.T, name, progress)
+    try:
+        for t in range(schedule.T, 0, -1):
+            start, before = time.perf_counter(), target.counter.snapshot()
+            state, totals = ChainState(x), None
+            if kernel is not None and steps_per_level > 0:
+                state = kernel.init(target, x, t, generator)
+                for _ in range(steps_per_level):
+                    state, info = kernel.step(target, state, t, step_sizes[t - 1], generator)
+                    totals = _accumulate(totals, info)
+            x = state.x
+            if reverse_step:
+                score = state.evaluation.score if state.evaluation is not None else target.score(x, t)
+                x = schedule.reverse_step(x, score, t, generator, variance)
+            level = _level_diagnostics(t, step_sizes, steps_per_level if kernel else 0, totals, x,
+                                       before, target, num_samples, time.perf_counter() - start)
+            diagnostics.levels.append(level)
+            if callback is not None:
+                callback({"level": t, "x": x, "diagnostics": level})
+            bar.update(1)
+            bar.set_postfix(acc=f"{level.acceptance:.2f}")
+    finally:
+        bar.close()
+    return SampleResult(x, diagnostics)
+
+
+def _initial_batch(target, n, initial, event_shape, device, dtype, generator) -> torch.Tensor:
+    if initial is not None:
+        if not isinstance(initial, torch.Tensor) or initial.shape[0] != n:
+            raise ValueError(f"initial: expected a tensor with {n} rows, got "
+                             f"{tuple(initial.shape) if isinstance(initial, torch.Tensor) else initial!r}")
+        target._check(initial, target.T, "initial")
+        return initial
+    shape = target.event_shape if target.event_shape is not None else event_shape
+    if shape is None:
+        raise ValueError("event_shape: no component declares its sample shape; pass event_shape=(…)")
+    if event_shape is not None and tuple(event_shape) != tuple(shape):
+        raise ValueError(f"event_shape: {tuple(event_shape)} differs from the components' {tuple(shape)}")
+    if generator is not None and device is not None and torch.device(device).type != generator.device.type:
+        raise ValueError(f"generator: it lives on {generator.device}, but device={device}; "
+                         "create it with torch.Generator(device=...)")
+    if device is None and generator is not None:
+        device = generator.device
+    return torch.randn((n,) + tuple(shape), generator=generator, device=device, dtype=dtype)
+
+
+def _accumulate(totals, info):
+    finite = torch.isfinite(info.log_ratio)
+    step = torch.stack([info.accepted.sum().to(torch.float64), info.divergent.sum().to(torch.float64),
+                        torch.where(finite, info.log_ratio.abs(), torch.zeros_like(info.log_ratio)).sum().double(),
+                        finite.sum().to(torch.float64), torch.tensor(float(info.accepted.numel()),
+                                                                     dtype=torch.float64, device=finite.device)])
+    return step if totals is None else totals + step
+
+
+def _level_diagnostics(t, step_sizes, steps, totals, x, before, target, n, seconds) -> LevelDiagnostics:
+    # The one host synchronisation of the level.
+    values = totals.tolist() if totals is not None else [0.0] * 5
+    accepted, divergent, abs_delta, finite, moves = values
+    if not bool(torch.isfinite(x).all()):
+        raise FloatingPointError(
+            f"level {t}: some samples became non-finite; reduce the step size at this level")
+    after = target.counter.snapshot()
+    evaluations = {k: (after.get(k, 0) - before.get(k, 0)) / n for k in after}
+    return LevelDiagnostics(
+        level=t, step_size=step_sizes[t - 1] if step_sizes else math.nan, steps=steps,
+        acceptance=accepted / moves if moves else math.nan,
+        mean_abs_log_ratio=abs_delta / finite if finite else math.nan,
+        divergences=int(divergent), evaluations=evaluations, seconds=seconds)
+
+
+def _sampler_name(kernel, steps, reverse_step) -> str:
+    if kernel is None or steps == 0:
+        return "Reverse"
+    return kernel.name + (" + reverse" if reverse_step else "")
+
+
+class _NoBar:
+    def update(self, n): pass
+    def set_postfix(self, **kw): pass
+    def close(self): pass
+
+
+def _progress_bar(total: int, name: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=name, unit="level", leave=False)

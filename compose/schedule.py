@@ -1,0 +1,155 @@
+"""Discrete variance-preserving noise schedules (SPEC section 1).
+
+Levels are t = 1..T. Level 0 is the clean data: ᾱ_0 = 1, σ_0 = 0.
+
+    β_t,  α_t = 1 − β_t,  ᾱ_t = ∏_{s≤t} α_s,  σ_t = √(1 − ᾱ_t)
+    forward:  x_t = √ᾱ_t · x_0 + σ_t · ε
+    reverse:  x_{t−1} = (x_t + β_t s_t(x_t)) / √α_t + τ_t z,
+              τ_t² = β_t ("large") or β̃_t = β_t σ²_{t−1} / σ²_t ("small"), z = 0 at t = 1.
+
+The schedule's tables are float64 on the CPU; `at(t, like)` hands out scalars in the dtype and
+device of a batch, cached per device so a sampling loop never copies the table again.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Sequence, Union
+
+import torch
+
+Level = int
+
+
+class Schedule:
+    """A noise schedule over levels 1..T, built from its β's.
+
+    Args:
+        betas: the T values β_1..β_T, each in (0, 1).
+        name: a label for printing and checkpoints ("linear", "cosine" or "custom").
+    """
+
+    def __init__(self, betas: Union[Sequence[float], torch.Tensor], name: str = "custom"):
+        betas = torch.as_tensor(betas, dtype=torch.float64).flatten().cpu()
+        if betas.numel() < 1:
+            raise ValueError("betas: need at least one level, got an empty sequence")
+        if not bool(torch.all((betas > 0) & (betas < 1))):
+            raise ValueError("betas: every β_t must lie in the open interval (0, 1)")
+        self.name = name
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alpha_bars = torch.cumprod(self.alphas, 0)
+        self.sigmas = torch.sqrt(1.0 - self.alpha_bars)
+        previous = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars[:-1]])
+        # β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t); zero at t = 1.
+        self.posterior_variances = betas * (1.0 - previous) / (1.0 - self.alpha_bars)
+        self._device_tables = {}
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
+        """Ho et al. (2020): β linear from β_start to β_end at T = 1000, rescaled by 1000/T."""
+        T = _check_T(T)
+        scale = 1000.0 / T
+        start, end = beta_start * scale, beta_end * scale
+        if not 0 < start < 1 or not 0 < end < 1:
+            raise ValueError(f"T: the rescaled linear β's leave (0, 1) at T={T}; use T ≥ 21")
+        return cls(torch.linspace(start, end, T, dtype=torch.float64), name="linear")
+
+    @classmethod
+    def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "Schedule":
+        """Nichol & Dhariwal (2021): ᾱ_t = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2)."""
+        T = _check_T(T)
+        steps = torch.arange(T + 1, dtype=torch.float64)
+        f = torch.cos((steps / T + s) / (1 + s) * math.pi / 2) ** 2
+        alpha_bar = f / f[0]
+        betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+        return cls(betas, name="cosine")
+
+    # -- lookup -------------------------------------------------------------------------
+    @property
+    def T(self) -> int:
+        return int(self.betas.numel())
+
+    def check_level(self, t: Level, name: str = "t", allow_zero: bool = False) -> int:
+        """`t` as an int, or a ValueError naming the allowed range."""
+        low = 0 if allow_zero else 1
+        if isinstance(t, torch.Tensor) and t.numel() == 1:
+            t = t.item()
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not low <= t <= self.T:
+            raise ValueError(f"{name}: level must be an integer in {low}..{self.T}, got {t!r}")
+        return int(t)
+
+    def beta(self, t: Level) -> float:
+        return float(self.betas[self.check_level(t) - 1])
+
+    def alpha(self, t: Level) -> float:
+        return float(self.alphas[self.check_level(t) - 1])
+
+    def alpha_bar(self, t: Level) -> float:
+        t = self.check_level(t, allow_zero=True)
+        return 1.0 if t == 0 else float(self.alpha_bars[t - 1])
+
+    def sigma(self, t: Level) -> float:
+        t = self.check_level(t, allow_zero=True)
+        return 0.0 if t == 0 else float(self.sigmas[t - 1])
+
+    def posterior_variance(self, t: Level) -> float:
+        return float(self.posterior_variances[self.check_level(t) - 1])
+
+    # -- the processes ------------------------------------------------------------------
+    def add_noise(self, x0: torch.Tensor, t: Union[Level, torch.Tensor],
+                  noise: torch.Tensor) -> torch.Tensor:
+        """Forward process x_t = √ᾱ_t x_0 + σ_t ε; `t` an int or an int64 tensor of shape (N,)."""
+        if isinstance(t, torch.Tensor) and t.numel() > 1:
+            table = self.alpha_bars.to(device=x0.device, dtype=x0.dtype)
+            abar = table[t - 1].reshape((-1,) + (1,) * (x0.dim() - 1))
+        else:
+            abar = self.alpha_bar(int(t))
+            abar = torch.tensor(abar, dtype=x0.dtype, device=x0.device)
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def reverse_step(self, x: torch.Tensor, score: torch.Tensor, t: Level,
+                     generator: Optional[torch.Generator] = None,
+                     variance: str = "small") -> torch.Tensor:
+        """One ancestral step from level t to t − 1, given the composed score at (x, t).
+
+        x_{t−1} = (x_t + β_t s) / √α_t + τ_t z, with τ_t² = β̃_t ("small") or β_t ("large").
+        """
+        t = self.check_level(t)
+        if variance not in ("small", "large"):
+            raise ValueError(f"variance: must be 'small' or 'large', got {variance!r}")
+        beta = self.beta(t)
+        mean = (x + beta * score) / math.sqrt(1.0 - beta)
+        if t == 1:
+            return mean
+        tau2 = self.posterior_variance(t) if variance == "small" else beta
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return mean + math.sqrt(tau2) * noise
+
+    def same_as(self, other: "Schedule") -> bool:
+        """True when both schedules have the same T and the same β's."""
+        return other is self or (other.T == self.T and torch.equal(other.betas, self.betas))
+
+    def __eq__(self, other):
+        return isinstance(other, Schedule) and self.same_as(other)
+
+    def __hash__(self):
+        return hash((self.T, self.betas[0].item(), self.betas[-1].item()))
+
+    def to_dict(self) -> dict:
+        """Enough to rebuild the schedule: name, T and the β's (for checkpoints)."""
+        return {"name": self.name, "T": self.T, "betas": self.betas.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Schedule":
+        return cls(data["betas"], name=data.get("name", "custom"))
+
+    def __repr__(self) -> str:
+        return f"Schedule.{self.name}(T={self.T})" if self.name != "custom" else f"Schedule(T={self.T})"
+
+
+def _check_T(T) -> int:
+    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
+        raise ValueError(f"T: number of levels must be an integer ≥ 1, got {T!r}")
+    return int(T)
