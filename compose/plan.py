@@ -2,9 +2,21 @@
 
 `Plan.from_target(target)` lists each term of the composition with its effective weight and
 how its share of Δ is obtained (exact energy, analytic, classifier, mixture, or line/curve
-integration with n points). `target.plan_for(kernel, ...)` adds, for one kernel and run
-length, the evaluations per MCMC step and per sample of each term and the batch shape of
-every kind of call. `str(plan)` is a readable tree, `plan.to_dict()` the same as data.
+integration with n points). `target.plan_for(kernel, K, N, reverse_step)` adds, for one kernel
+and run, the evaluations per chain of each term (per MCMC step, per level, per sample) and the
+batch shape of every call the term's network receives. `str(plan)` is a readable tree,
+`plan.to_dict()` the same as JSON-serialisable data.
+
+Counting (SPEC section 9; what `compose.sample` does):
+
+    per level   init + K · (1 or L) + reverse     point evaluations of every term
+                K · extra                         integration points of each score-only term
+
+where init is 1 for kernels that evaluate the starting point of a level (MALA, HMC, RWMH),
+reverse is 1 when the ancestral step has no score at hand (ULA, or no kernel), and extra is n
+(LA-n-line, HMC-n-line) or m · L (HMC-curve with m points per segment). Point evaluations are
+one call of N rows; all integration points of a step are one call of extra · N rows. Score-only
+terms split every call into chunks of at most `chunk_rows` rows; exact terms are never split.
 """
 from __future__ import annotations
 
@@ -13,102 +25,195 @@ from typing import List, Optional, Tuple
 
 from .expr import format_number
 
-_METHOD_TEXT = {
-    "analytic": "exact (analytic log-density)",
-    "energy": "exact (energy difference)",
-    "classifier": "exact (classifier log-probability)",
-    "mixture": "exact (mixture logsumexp)",
+_KIND_TEXT = {
+    "score": "score model",
+    "analytic": "analytic",
+    "energy": "energy model",
+    "classifier": "classifier",
+    "mixture": "mixture",
+}
+
+_EXACT_TEXT = {
+    "analytic": "exact, difference of analytic log-densities",
+    "energy": "exact, energy difference",
+    "classifier": "exact, difference of classifier log-probabilities",
+    "mixture": "exact, difference of logsumexp over the branches",
 }
 
 
 @dataclass
+class PlanCall:
+    """Calls of one batch shape that a term's network receives: how many per MCMC step and
+    per level (the level count includes the start of the level and the reverse step)."""
+
+    what: str
+    shape: Tuple
+    per_step: int
+    per_level: int
+
+
+@dataclass
 class PlanTerm:
-    """One evaluated term: label, effective weight, kind of component and how Δ is obtained."""
+    """One evaluated term: label, effective weight, kind, how its Δ is obtained; with a kernel
+    also its evaluations per chain (per MCMC step, per level, per sample) and its calls."""
 
     label: str
     weight: float
     kind: str
     delta: str
     branches: List["PlanTerm"] = field(default_factory=list)
-    per_step: Optional[float] = None
-    per_sample: Optional[float] = None
-    calls: List[dict] = field(default_factory=list)
+    per_step: Optional[int] = None
+    per_level: Optional[int] = None
+    per_sample: Optional[int] = None
+    calls: List[PlanCall] = field(default_factory=list)
 
 
 @dataclass
 class Plan:
-    """The plan of a compiled target, optionally for one kernel and run length."""
+    """The plan of a compiled target, optionally for one kernel and run."""
 
     expression: str
+    schedule: str
+    T: int
+    event_shape: Optional[Tuple[int, ...]]
     path: str
     points: int
-    event_shape: Optional[Tuple[int, ...]]
-    T: int
+    chunk_rows: Optional[int]
     terms: List[PlanTerm]
     kernel: Optional[dict] = None
+    totals: Optional[dict] = None
 
     @classmethod
     def from_target(cls, target) -> "Plan":
-        terms = [_plan_term(term, target) for term in target.terms]
-        return cls(str(target.expr), target.path, target.points, target.event_shape, target.T, terms)
+        """Terms, weights and Δ methods of `target`, without evaluation counts."""
+        terms = [_plan_term(term, target.path, target.points) for term in target.terms]
+        shape = tuple(target.event_shape) if target.event_shape is not None else None
+        return cls(str(target.expr), target.schedule.name, target.T, shape, target.path,
+                   target.points, target.chunk_rows, terms)
 
     @classmethod
     def for_kernel(cls, target, kernel, steps_per_level: int, num_samples: int,
                    reverse_step: bool = False) -> "Plan":
-        """The plan with evaluation counts for `kernel` at K = `steps_per_level` on N chains."""
-        plan = cls.from_target(target)
-        K, N, T = steps_per_level, num_samples, target.T
-        shape = tuple(target.event_shape) if target.event_shape is not None else ("...",)
-        if kernel is None or K == 0:
-            all_terms, extra, init, name = 0, 0, 0, "Reverse"
+        """The plan with evaluation counts for `kernel` (None: the reverse process) at
+        K = `steps_per_level` steps per level on N = `num_samples` chains."""
+        K, N, T = int(steps_per_level), int(num_samples), target.T
+        if K < 0 or N < 1:
+            raise ValueError(f"steps_per_level must be ≥ 0 and num_samples ≥ 1, got {K} and {N}")
+        runs_kernel = kernel is not None and K > 0
+        if not runs_kernel and not reverse_step:
+            raise ValueError("kernel: with no kernel steps, reverse_step=True is needed")
+        if runs_kernel:
+            points_per_step, extra = kernel.evaluations_per_step(target)
+            init = int(kernel.evaluates_at_init)
+            name, adjusted = kernel.name, bool(kernel.adjusted)
         else:
-            (all_terms, extra), init, name = kernel.evaluations_per_step(target), int(kernel.evaluates_at_init), kernel.name
-        reverse = 1 if reverse_step and (kernel is None or K == 0 or not kernel.evaluates_at_init) else 0
-        per_level_all = init + K * all_terms + reverse
+            points_per_step, extra, init, name, adjusted = 0, 0, 0, "Reverse", False
+        if not adjusted:
+            extra = 0
+        # The reverse step reuses the score of the kernel's last state when the state keeps one.
+        reverse = int(bool(reverse_step) and not (runs_kernel and kernel.evaluates_at_init))
+        points_per_level = init + K * points_per_step + reverse
+
+        path = _kernel_path(target, kernel) if runs_kernel else target.path
+        plan = cls.from_target(target)
+        plan.path = path
+        for term, plan_term in zip(target.terms, plan.terms):
+            plan_term.delta = _delta_text(term, path, target.points)
+        shape = tuple(target.event_shape) if target.event_shape is not None else ("...",)
+        chunk = target.chunk_rows
+        per_step_total = per_level_total = 0
         for term in _leaf_terms(plan.terms):
             score_only = term.kind == "score"
-            term.per_step = all_terms + (extra if score_only else 0)
-            term.per_sample = T * (per_level_all + (K * extra if score_only else 0))
-            term.calls = [{"what": "point", "rows": N, "shape": (N,) + shape,
-                           "per_level": per_level_all}]
+            split = chunk if score_only else None
+            term.calls = [PlanCall("chain points", (rows,) + shape, points_per_step * count,
+                                   points_per_level * count)
+                          for rows, count in _chunks(N, split)]
+            term.per_step = points_per_step
+            term.per_level = points_per_level
             if score_only and extra and K:
-                rows = extra * N
-                chunk = target.chunk_rows or rows
-                term.calls.append({"what": "integration points", "rows": rows,
-                                   "shape": (min(rows, chunk),) + shape,
-                                   "calls_per_step": -(-rows // chunk), "per_level": K})
-        plan.kernel = {"name": name, "steps_per_level": K, "num_samples": N,
-                       "reverse_step": bool(reverse_step), "levels": T}
+                term.calls += [PlanCall("integration points", (rows,) + shape, count, K * count)
+                               for rows, count in _chunks(extra * N, split)]
+                term.per_step += extra
+                term.per_level += K * extra
+            term.per_sample = T * term.per_level
+            per_step_total += term.per_step
+            per_level_total += term.per_level
+        plan.kernel = {"name": name, "adjusted": adjusted, "steps_per_level": K,
+                       "num_samples": N, "reverse_step": bool(reverse_step)}
+        if runs_kernel and getattr(kernel, "num_leapfrog", None) is not None:
+            plan.kernel["num_leapfrog"] = kernel.num_leapfrog
+        plan.totals = {"per_step": per_step_total, "per_level": per_level_total,
+                       "per_sample": T * per_level_total}
         return plan
 
     def to_dict(self) -> dict:
+        """The plan as plain data (JSON-serialisable; tuples become lists in JSON)."""
         return asdict(self)
 
     def __str__(self) -> str:
-        head = f"plan for {self.expression}  (T={self.T}, event shape {self.event_shape})"
-        lines = [head]
+        shape = "unknown" if self.event_shape is None else str(self.event_shape)
+        lines = [f"plan for {self.expression}",
+                 f"  schedule {self.schedule}, T = {self.T} levels, event shape {shape}"]
         if self.kernel:
-            k = self.kernel
-            lines.append(f"  kernel {k['name']}: {k['steps_per_level']} steps/level, {k['num_samples']} chains"
-                         + (", reverse step" if k["reverse_step"] else ""))
+            k, t = self.kernel, self.totals
+            if k["name"] == "Reverse":
+                run = "reverse process only"
+            else:
+                run = f"{k['steps_per_level']} steps per level"
+                if "num_leapfrog" in k:
+                    run += f" of {k['num_leapfrog']} leapfrog steps"
+                run += ", reverse step after each level" if k["reverse_step"] else ", no reverse step"
+            lines.append(f"  sampler {k['name']}: {run}, {k['num_samples']} chains")
+            if not k["adjusted"]:
+                lines.append(f"  Δ is never computed: {k['name']} has no accept/reject step")
+            lines.append(f"  network evaluations per chain, all terms: {_per(t, k)}")
+        if self.chunk_rows is not None:
+            lines.append(f"  score-only calls split into chunks of at most {self.chunk_rows} rows")
         for i, term in enumerate(self.terms):
-            last = i == len(self.terms) - 1
-            lines.extend(_term_lines(term, "  ", last))
+            lines.extend(_term_lines(term, "  ", i == len(self.terms) - 1, self.kernel))
         return "\n".join(lines)
 
 
-def _plan_term(term, target) -> PlanTerm:
+def _per(counts, kernel) -> str:
+    if kernel["name"] == "Reverse":
+        return f"{counts['per_level']} per level, {counts['per_sample']} per sample"
+    return (f"{counts['per_step']} per MCMC step, {counts['per_level']} per level, "
+            f"{counts['per_sample']} per sample")
+
+
+def _kernel_path(target, kernel) -> str:
+    """The path a kernel integrates along: only HMC follows its leapfrog curve."""
+    from .kernels import HMC
+    return "curve" if isinstance(kernel, HMC) and target.path == "curve" else "line"
+
+
+def _delta_text(term, path: str, points: int) -> str:
+    if term.exact:
+        return _EXACT_TEXT[term.method]
+    if path == "line":
+        return (f"line integral x → x', trapezoid rule, {points} interior point(s), "
+                "end-point scores reused")
+    return (f"integral along the leapfrog path, trapezoid rule, {points} extra point(s) per "
+            "segment, leapfrog scores reused")
+
+
+def _plan_term(term, path: str, points: int) -> PlanTerm:
     from .compiler import MixtureDensity
     if isinstance(term.source, MixtureDensity):
-        branches = [_plan_term(t, target) for branch in term.source.branches for t in branch]
-        return PlanTerm(term.label, term.weight, "mixture", _METHOD_TEXT["mixture"], branches)
-    if term.exact:
-        return PlanTerm(term.label, term.weight, term.method, _METHOD_TEXT[term.method])
-    if target.path == "line":
-        how = f"line integral, trapezoid, {target.points} interior point(s)"
-    else:
-        how = f"curve integral along the leapfrog path, {target.points} extra point(s) per segment"
-    return PlanTerm(term.label, term.weight, "score", how)
+        branches = [_plan_term(t, path, points) for branch in term.source.branches for t in branch]
+        return PlanTerm(term.label, term.weight, "mixture", _EXACT_TEXT["mixture"], branches)
+    kind = "score" if not term.exact else term.method
+    return PlanTerm(term.label, term.weight, kind, _delta_text(term, path, points))
+
+
+def _chunks(rows: int, chunk: Optional[int]) -> List[Tuple[int, int]]:
+    """(rows per call, calls) for `rows` rows split into chunks of at most `chunk`."""
+    if not chunk or chunk >= rows:
+        return [(rows, 1)]
+    out = [(chunk, rows // chunk)]
+    if rows % chunk:
+        out.append((rows % chunk, 1))
+    return out
 
 
 def _leaf_terms(terms: List[PlanTerm]) -> List[PlanTerm]:
@@ -118,17 +223,24 @@ def _leaf_terms(terms: List[PlanTerm]) -> List[PlanTerm]:
     return out
 
 
-def _term_lines(term: PlanTerm, indent: str, last: bool) -> List[str]:
-    branch = "└─ " if last else "├─ "
-    text = f"{indent}{branch}{term.label}  weight {format_number(term.weight)}  [{term.kind}]  Δ: {term.delta}"
-    lines = [text]
-    child_indent = indent + ("   " if last else "│  ")
-    if term.per_step is not None:
-        lines.append(f"{child_indent}evaluations: {format_number(term.per_step)} per MCMC step, "
-                     f"{format_number(term.per_sample)} per sample")
+def _format_shape(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _term_lines(term: PlanTerm, indent: str, last: bool, kernel: Optional[dict]) -> List[str]:
+    lines = [f"{indent}{'└─ ' if last else '├─ '}{term.label}  weight {format_number(term.weight)}"
+             f"  [{_KIND_TEXT.get(term.kind, term.kind)}]"]
+    inner = indent + ("   " if last else "│  ")
+    bar = "│  " if term.branches else "   "
+    lines.append(f"{inner}{bar}Δ: {term.delta}")
+    if term.per_level is not None:
+        counts = {"per_step": term.per_step, "per_level": term.per_level,
+                  "per_sample": term.per_sample}
+        lines.append(f"{inner}{bar}evaluations per chain: {_per(counts, kernel)}")
         for call in term.calls:
-            extra = f", {call['calls_per_step']} call(s) per step" if "calls_per_step" in call else ""
-            lines.append(f"{child_indent}call: {call['what']}, batch shape {call['shape']}{extra}")
+            when = (f"{call.per_level} per level" if kernel["name"] == "Reverse"
+                    else f"{call.per_step} per step, {call.per_level} per level")
+            lines.append(f"{inner}{bar}call {_format_shape(call.shape)} at {call.what}: {when}")
     for i, child in enumerate(term.branches):
-        lines.extend(_term_lines(child, child_indent, i == len(term.branches) - 1))
+        lines.extend(_term_lines(child, inner, i == len(term.branches) - 1, kernel))
     return lines
