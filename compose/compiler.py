@@ -162,10 +162,10 @@ class Target:
         return Plan.from_target(self)
 
     def plan_for(self, kernel, steps_per_level: int = 10, num_samples: int = 1,
-                 reverse_step: bool = False):
+                 reverse_step: bool = False, device="cpu"):
         """The plan with evaluation counts per step and per sample for one kernel and run."""
         from .plan import Plan
-        return Plan.for_kernel(self, kernel, steps_per_level, num_samples, reverse_step)
+        return Plan.for_kernel(self, kernel, steps_per_level, num_samples, reverse_step, device)
 
     def labels(self) -> List[str]:
         """Labels of every evaluated term, mixture branches included, in evaluation order."""
@@ -197,18 +197,28 @@ class Target:
             return term.source.log_prob_and_grad(x, t, value)
         return term.source.log_density_and_score(x, t, term.conditions)
 
-    def _implicit(self, x: torch.Tensor, t: int) -> Optional[torch.Tensor]:
-        """Σ w_i s^i over score-only terms, one call per term (chunked by `chunk_rows`)."""
+    def _implicit(self, x: torch.Tensor, t: int, rows: Optional[int] = None) -> Optional[torch.Tensor]:
+        """Σ w_i s^i over score-only terms: one call per term of at most `rows` rows
+        (default `chunk_rows`, or all of x)."""
         total = None
-        rows = x.shape[0] if not self.chunk_rows else max(1, int(self.chunk_rows))
-        for term in self.implicit_terms:
-            parts = []
-            for chunk in torch.split(x, rows) if rows < x.shape[0] else (x,):
-                self.counter.add(term.label, chunk.shape[0])
-                parts.append(term.source.score(chunk, t, term.conditions))
-            s = parts[0] if len(parts) == 1 else torch.cat(parts)
-            total = term.weight * s if total is None else total + term.weight * s
+        rows = rows or self.chunk_rows or x.shape[0]
+        with torch.no_grad():                 # sampling never differentiates a score network
+            for term in self.implicit_terms:
+                parts = []
+                for chunk in torch.split(x, rows) if rows < x.shape[0] else (x,):
+                    self.counter.add(term.label, chunk.shape[0])
+                    parts.append(term.source.score(chunk, t, term.conditions))
+                s = parts[0] if len(parts) == 1 else torch.cat(parts)
+                total = term.weight * s if total is None else total + term.weight * s
         return total
+
+    def interior_rows_per_call(self, chains: int, device) -> Optional[int]:
+        """Rows per network call for integration points: `chunk_rows` when set; otherwise all
+        points of all chains in one call on accelerators, and one point (N rows) per call on
+        the CPU, where batching measured 0.56-0.6× as fast (benchmarks/bench_core.py)."""
+        if self.chunk_rows:
+            return self.chunk_rows
+        return chains if torch.device(device).type == "cpu" else None
 
     def evaluate(self, x: torch.Tensor, t: int) -> Evaluation:
         """Score, score-only part and exact log-density part at a batch x, level t."""
@@ -229,10 +239,12 @@ class Target:
 
     # -- Δ --------------------------------------------------------------------------------
     def _interior_scores(self, points: torch.Tensor, t: int, event_dims: int) -> torch.Tensor:
-        """Score-only part at points of shape (*lead, N, *event): all of them in one batched
-        call per term (split into chunks of `chunk_rows` rows only to bound memory)."""
+        """Score-only part at points of shape (*lead, N, *event), flattened into batched calls
+        of `interior_rows_per_call` rows per term."""
+        chains = points.shape[points.dim() - event_dims - 1]
         flat = points.reshape((-1,) + tuple(points.shape[points.dim() - event_dims:]))
-        return self._implicit(flat, t).reshape(points.shape)
+        rows = self.interior_rows_per_call(chains, points.device)
+        return self._implicit(flat, t, rows).reshape(points.shape)
 
     def _exact_difference(self, ev_from: Evaluation, ev_to: Evaluation) -> Optional[torch.Tensor]:
         if ev_to.log_density is None:
@@ -308,8 +320,8 @@ class Target:
 
 
 # -- compilation ------------------------------------------------------------------------------
-def compile(expr, path: str = "line", points: int = 0, chunk_rows: Optional[int] = None,
-            components: Optional[dict] = None, **more) -> Target:
+def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", points: int = 0,
+            chunk_rows: Optional[int] = None, **more) -> Target:
     """Compile a composition into a `Target`.
 
     Args:
@@ -318,8 +330,8 @@ def compile(expr, path: str = "line", points: int = 0, chunk_rows: Optional[int]
             score-only terms.
         points: interior quadrature nodes per straight piece (n in LA-n-line; m per leapfrog
             segment for the curve).
-        chunk_rows: most rows per network call when integration points are batched; None
-            evaluates all points of all chains in one call per term.
+        chunk_rows: most rows per call of a score-only network. None: chain batches whole, and
+            integration points in one call per term on accelerators, one point per call on CPU.
         components, **more: name → component bindings when `expr` is a string.
     Returns:
         a Target with `score`, `evaluate`, `log_ratio`, `log_ratio_curve` and `plan`.

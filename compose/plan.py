@@ -93,9 +93,10 @@ class Plan:
 
     @classmethod
     def for_kernel(cls, target, kernel, steps_per_level: int, num_samples: int,
-                   reverse_step: bool = False) -> "Plan":
+                   reverse_step: bool = False, device="cpu") -> "Plan":
         """The plan with evaluation counts for `kernel` (None: the reverse process) at
-        K = `steps_per_level` steps per level on N = `num_samples` chains."""
+        K = `steps_per_level` steps per level on N = `num_samples` chains, on `device`
+        (which decides how integration points are batched when `chunk_rows` is None)."""
         K, N, T = int(steps_per_level), int(num_samples), target.T
         if K < 0 or N < 1:
             raise ValueError(f"steps_per_level must be ≥ 0 and num_samples ≥ 1, got {K} and {N}")
@@ -131,8 +132,9 @@ class Plan:
             term.per_step = points_per_step
             term.per_level = points_per_level
             if score_only and extra and K:
+                interior = target.interior_rows_per_call(N, device)
                 term.calls += [PlanCall("integration points", (rows,) + shape, count, K * count)
-                               for rows, count in _chunks(extra * N, split)]
+                               for rows, count in _chunks(extra * N, interior)]
                 term.per_step += extra
                 term.per_level += K * extra
             term.per_sample = T * term.per_level
@@ -191,10 +193,14 @@ def _delta_text(term, path: str, points: int) -> str:
     if term.exact:
         return _EXACT_TEXT[term.method]
     if path == "line":
-        return (f"line integral x → x', trapezoid rule, {points} interior point(s), "
+        return (f"line integral x → x', trapezoid rule, {_points(points, 'interior')}, "
                 "end-point scores reused")
-    return (f"integral along the leapfrog path, trapezoid rule, {points} extra point(s) per "
+    return (f"integral along the leapfrog path, trapezoid rule, {_points(points, 'extra')} per "
             "segment, leapfrog scores reused")
+
+
+def _points(n: int, what: str) -> str:
+    return f"{n} {what} point" + ("" if n == 1 else "s")
 
 
 def _plan_term(term, path: str, points: int) -> PlanTerm:

@@ -82,7 +82,7 @@ def _inputs(seed, n=16, lead=()):
 @pytest.mark.parametrize("text, build", CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("path, points", [("line", 0), ("line", 3), ("curve", 1)])
 def test_string_and_operator_forms_agree_exactly(parts, text, build, path, points):
-    from_text = compose.compile(text, components=parts, path=path, points=points)
+    from_text = compose.compile(text, parts, path=path, points=points)
     from_ops = compose.compile(build(parts), path=path, points=points)
     assert compose.parse(text, parts) == build(parts)
     assert [(t.label, t.weight, t.method) for t in from_text.terms] == \
@@ -98,7 +98,7 @@ def test_string_and_operator_forms_agree_exactly(parts, text, build, path, point
 
 def test_keyword_bindings_agree_with_the_mapping(parts):
     by_keywords = compose.compile("a * b ** 0.5 / c", a=parts["a"], b=parts["b"], c=parts["c"])
-    by_mapping = compose.compile("a * b ** 0.5 / c", components=parts)
+    by_mapping = compose.compile("a * b ** 0.5 / c", parts)
     x, x_new = _inputs(0), _inputs(1)
     assert torch.equal(by_keywords.score(x, 5), by_mapping.score(x, 5))
     assert torch.equal(by_keywords.log_ratio(x, x_new, 5), by_mapping.log_ratio(x, x_new, 5))
@@ -106,7 +106,7 @@ def test_keyword_bindings_agree_with_the_mapping(parts):
 
 def test_agreement_is_not_vacuous(parts):
     """A different weight changes both the score and Δ: the comparisons above can fail."""
-    one = compose.compile("a * b ** 0.5 / c | class=1 @ 2.5", components=parts)
+    one = compose.compile("a * b ** 0.5 / c | class=1 @ 2.5", parts)
     other = compose.compile((parts["a"] * parts["b"] ** 0.5 / parts["c"])
                             .guide(parts["class"].condition(1), scale=2.4))
     x, x_new = _inputs(0), _inputs(1)

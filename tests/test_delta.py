@@ -30,14 +30,23 @@ def test_line_integral_of_a_score_model_converges_like_h_squared(schedule):
     assert errors[-1] < 1e-3 * (exact.abs().sum().item())
 
 
-def test_line_integral_costs_exactly_n_batched_evaluations(schedule):
+@pytest.mark.parametrize("chunk_rows, calls", [(None, 5), (50, 1), (20, 3)])
+def test_line_integral_costs_exactly_n_evaluations(schedule, chunk_rows, calls):
+    # On the CPU the default is one call per interior point (batching measured slower there);
+    # an explicit chunk_rows batches the points of all chains into calls of that many rows.
     scored = compose.ScoreModel.from_analytic(ring(schedule), name="s")
-    target = compose.compile(scored, points=5)
+    target = compose.compile(scored, points=5, chunk_rows=chunk_rows)
     x, x_new = _points(n=10)
     here, there = target.evaluate(x, 7), target.evaluate(x_new, 7)
     target.counter.reset()
     target.delta_line(x, here, x_new, there, 7)
-    assert target.counter.rows == {"s": 50} and target.counter.calls == {"s": 1}
+    assert target.counter.rows == {"s": 50} and target.counter.calls == {"s": calls}
+
+
+def test_integration_points_go_in_one_call_on_accelerators(schedule):
+    target = compose.compile(compose.ScoreModel.from_analytic(ring(schedule)), points=5)
+    assert target.interior_rows_per_call(2000, "cuda") is None
+    assert target.interior_rows_per_call(2000, "cpu") == 2000
 
 
 def test_exact_components_give_exact_delta_with_no_extra_evaluations(schedule):

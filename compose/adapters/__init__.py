@@ -1,0 +1,37 @@
+"""Adapters: foreign diffusion models as compose components.
+
+Each adapter turns another library's model into one of our canonical components, so that
+everything downstream (compiler, kernels, sampler) sees one kind of model.
+
+==========================  ======================================  ====================
+adapter                     wraps                                   extra
+==========================  ======================================  ====================
+``DiffusersScoreModel``     diffusers ``UNet2DModel`` + scheduler   ``[diffusers]``
+==========================  ======================================  ====================
+
+Adapters import their library only when first used, so ``import compose.adapters`` works
+without the optional extras installed.
+"""
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "DiffusersScoreModel": ".diffusers",
+    "from_diffusers": ".diffusers",
+    "noise_from_output": ".diffusers",
+    "PREDICTION_TYPES": ".diffusers",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name], __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,225 @@
+"""The `compose` command line.
+
+    compose plan "<expr>" --components <file.py or module> [--kernel MALA] [--steps K]
+                 [--samples N] [--path line|curve] [--points n] [--reverse-step] [--json]
+    compose demo [...]            (compose.demo; its arguments are passed through)
+
+Every subcommand is registered in `commands()`: a name, a help line, a function that adds its
+arguments to an argparse parser, and a function that runs it and returns the exit status.
+A composition error or a bad components file prints its message to stderr and exits with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional
+
+from .errors import CompositionError
+
+#: Exit status for a usage, composition or components-file error (as argparse uses).
+USAGE_ERROR = 2
+
+
+class CommandError(Exception):
+    """A user error of a subcommand: printed as 'compose <command>: error: <message>', exit 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: `configure(parser)` adds its arguments, `run(args)` returns the exit
+    status. With `passthrough`, arguments argparse does not know go to `args.rest`."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    passthrough: bool = False
+
+
+def commands() -> Dict[str, Command]:
+    """All subcommands, by name: register new ones here."""
+    return {
+        "plan": Command("print the sampler plan of a composition", _configure_plan, _run_plan),
+        "demo": Command("run the demonstration (compose.demo); arguments are passed through",
+                        lambda parser: None, _run_demo, passthrough=True),
+    }
+
+
+def build_parser(registry: Optional[Mapping[str, Command]] = None) -> argparse.ArgumentParser:
+    """The argument parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="compose", description="Compose diffusion models and sample the composition with "
+                                    "annealed MCMC.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub.required = True
+    for name, command in (registry or commands()).items():
+        # A pass-through command leaves -h to the command itself.
+        command.configure(sub.add_parser(name, help=command.help, description=command.help,
+                                         add_help=not command.passthrough))
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line; returns the exit status (0 on success, 2 on a user error)."""
+    registry = commands()
+    parser = build_parser(registry)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    command = registry[args.command]
+    if rest and not command.passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
+    try:
+        return int(command.run(args) or 0)
+    except CompositionError as error:
+        print(f"compose {args.command}: error: {error}", file=sys.stderr)
+    except CommandError as error:
+        print(f"compose {args.command}: error: {error}", file=sys.stderr)
+    except BrokenPipeError:             # output piped into e.g. `head`, which has quit
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    return USAGE_ERROR
+
+
+# -- compose plan ---------------------------------------------------------------------------
+KERNELS = ("MALA", "ULA", "HMC", "U-HMC", "RWMH", "Reverse")
+
+
+def _configure_plan(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("expression", help='the composition, e.g. "ring * bar ** 0.5"')
+    parser.add_argument("--components", required=True, metavar="FILE_OR_MODULE",
+                        help="a Python file or module; its top-level components (or a dict "
+                             "named `components`) are bound by name")
+    parser.add_argument("--kernel", choices=KERNELS,
+                        help="count evaluations for this sampler (Reverse: no MCMC, the "
+                             "reverse process)")
+    parser.add_argument("--steps", type=_count(0), default=10, metavar="K",
+                        help="MCMC steps per level (default 10)")
+    parser.add_argument("--samples", type=_count(1), default=2000, metavar="N",
+                        help="number of chains (default 2000)")
+    parser.add_argument("--leapfrog", type=_count(1), default=3, metavar="L",
+                        help="leapfrog steps per HMC step (default 3)")
+    parser.add_argument("--path", choices=("line", "curve"), default="line",
+                        help="integration path for score-only terms (default line)")
+    parser.add_argument("--points", type=_count(0), default=0, metavar="n",
+                        help="interior integration points per straight piece (default 0)")
+    parser.add_argument("--chunk-rows", type=_count(1), default=None, metavar="R",
+                        help="most rows per network call of a score-only term")
+    parser.add_argument("--reverse-step", action="store_true",
+                        help="take the ancestral step after the MCMC steps at each level")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from .compiler import compile
+    bindings = load_components(args.components)
+    try:
+        target = compile(args.expression, bindings, path=args.path, points=args.points,
+                         chunk_rows=args.chunk_rows)
+    except CompositionError:
+        raise
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    if args.kernel is None:
+        if args.reverse_step:
+            raise CommandError("--reverse-step needs --kernel (use --kernel Reverse for the "
+                               "reverse process alone)")
+        plan = target.plan
+    else:
+        reverse = args.reverse_step or args.kernel == "Reverse"
+        plan = target.plan_for(_kernel(args.kernel, args.leapfrog), args.steps, args.samples,
+                               reverse)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else str(plan))
+    return 0
+
+
+def _kernel(name: str, leapfrog: int):
+    """A kernel of the named kind; step sizes do not change a plan, so a placeholder is used."""
+    from . import kernels
+    return {
+        "MALA": lambda: kernels.MALA(1e-3),
+        "ULA": lambda: kernels.ULA(1e-3),
+        "HMC": lambda: kernels.HMC(1e-2, num_leapfrog=leapfrog),
+        "U-HMC": lambda: kernels.HMC(1e-2, num_leapfrog=leapfrog, adjusted=False),
+        "RWMH": lambda: kernels.RandomWalkMH(1e-2),
+        "Reverse": lambda: None,
+    }[name]()
+
+
+def load_components(spec: str) -> Dict[str, object]:
+    """Name → component bindings from a Python file or an importable module.
+
+    A dict named `components` is used as it is. Otherwise every top-level attribute that is a
+    compose `Component` is bound by its attribute name, and each classifier is also bound to
+    its guidance variable (``class``) unless that name is taken.
+    """
+    from .components import Component
+    module = _load_module(spec)
+    explicit = getattr(module, "components", None)
+    if explicit is not None:
+        if not isinstance(explicit, Mapping):
+            raise CommandError(f"{spec}: `components` must be a dict of name -> component, "
+                               f"got {type(explicit).__name__}")
+        return dict(explicit)
+    bindings = {name: value for name, value in vars(module).items()
+                if not name.startswith("_") and isinstance(value, Component)}
+    for value in list(bindings.values()):
+        if getattr(value, "is_classifier", False):
+            bindings.setdefault(value.variable, value)
+    if not bindings:
+        raise CommandError(f"{spec}: defines no compose components (and no `components` dict)")
+    return bindings
+
+
+def _load_module(spec: str):
+    """The module of a Python file (a path, or a name ending in .py) or an importable module."""
+    path = Path(spec)
+    is_file = spec.endswith(".py") or path.is_file()
+    if is_file and not path.is_file():
+        raise CommandError(f"components file not found: {spec}")
+    try:
+        if not is_file:
+            return importlib.import_module(spec)
+        module_spec = importlib.util.spec_from_file_location(f"_compose_components_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module
+    except CompositionError:
+        raise
+    except ModuleNotFoundError as error:
+        if not is_file and error.name is not None and spec.startswith(error.name):
+            raise CommandError(f"no components file or module named {spec!r}") from None
+        raise CommandError(f"{spec}: {type(error).__name__}: {error}") from None
+    except Exception as error:          # any failure of the user's file, in one line
+        raise CommandError(f"{spec}: {type(error).__name__}: {error}") from None
+
+
+def _count(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {low}, got {value}")
+        return value
+    return parse
+
+
+# -- compose demo ---------------------------------------------------------------------------
+def _run_demo(args: argparse.Namespace) -> int:
+    try:
+        demo = importlib.import_module("compose.demo")   # imported only when asked for
+    except ModuleNotFoundError as error:
+        if error.name != "compose.demo":
+            raise
+        raise CommandError("the demo is not available in this installation (no compose.demo)") from None
+    return demo.main(args.rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
