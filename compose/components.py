@@ -124,17 +124,15 @@ def _levels(x: torch.Tensor, t: int) -> torch.Tensor:
     return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
 
 
-class ScoreModel(Component):
-    """An ε-prediction network: score −ε_θ(x, t)/σ_t, no log-density (SPEC section 1).
+class NetworkComponent(Component):
+    """A component defined by a network ``net(x, t)`` trained with `schedule`.
 
     Args:
-        net: module called as ``net(x, t)`` returning ε̂ of the shape of x.
+        net: the network (a module or any callable).
         schedule: the schedule the network was trained with.
         name: identifier in plans and expression strings.
         event_shape: shape of one sample, if known (checked against inputs).
     """
-
-    kind = "score"
 
     def __init__(self, net: nn.Module, schedule: Schedule, name: Optional[str] = None,
                  event_shape: Optional[Sequence[int]] = None):
@@ -142,6 +140,16 @@ class ScoreModel(Component):
         if not callable(net):
             raise ValueError(f"net: expected a callable network, got {type(net).__name__}")
         self.net = net
+
+
+class ScoreModel(NetworkComponent):
+    """An ε-prediction network: score −ε_θ(x, t)/σ_t, no log-density (SPEC section 1).
+
+    The network is called as ``net(x, t)`` and returns ε̂ of the shape of x.
+    """
+
+    kind = "score"
+    _default_prefix = "score_model"
 
     def noise_prediction(self, x: torch.Tensor, t: int, conditions: Conditions = ()) -> torch.Tensor:
         """ε_θ(x, t), shape of x."""
@@ -169,22 +177,16 @@ class ScoreModel(Component):
                    name=name or f"{component.name}_score", event_shape=component.event_shape)
 
 
-class EnergyModel(Component):
+class EnergyModel(NetworkComponent):
     """Energy parameterisation (R3, the paper's eq. 21): g = ‖f_θ(x, t) − x‖², ε = ∇_x g.
 
     log p_t(x) = −g(x, t)/σ_t + const and score −∇g/σ_t, both from one forward and one
-    backward pass.
+    backward pass. The network f is called as ``net(x, t)`` and returns the shape of x.
     """
 
     kind = "energy"
     has_log_density = True
-
-    def __init__(self, net: nn.Module, schedule: Schedule, name: Optional[str] = None,
-                 event_shape: Optional[Sequence[int]] = None):
-        super().__init__(schedule, name, event_shape)
-        if not callable(net):
-            raise ValueError(f"net: expected a callable network, got {type(net).__name__}")
-        self.net = net
+    _default_prefix = "energy_model"
 
     def energy_and_noise(self, x: torch.Tensor, t: int, conditions: Conditions = (),
                          create_graph: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -210,7 +212,7 @@ class EnergyModel(Component):
         return self.log_density_and_score(x, t, conditions)[1]
 
 
-class Classifier(Component):
+class Classifier(NetworkComponent):
     """A noise-level-aware classifier p_t(y | x_t) for classifier guidance.
 
     Args:
@@ -226,8 +228,7 @@ class Classifier(Component):
 
     def __init__(self, net: nn.Module, schedule: Schedule, variable: str = "class",
                  name: Optional[str] = None, event_shape: Optional[Sequence[int]] = None):
-        super().__init__(schedule, name, event_shape)
-        self.net = net
+        super().__init__(net, schedule, name, event_shape)
         self.variable = variable
 
     def condition(self, value: ConditionValue) -> Condition:
@@ -317,6 +318,8 @@ class GaussianMixture(AnalyticComponent):
         schedule: the noise schedule.
     """
 
+    _default_prefix = "gaussian_mixture"
+
     def __init__(self, means, std, weights=None, *, schedule: Schedule, name: Optional[str] = None):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.dim() < 2 or means.shape[0] < 1:
@@ -362,6 +365,8 @@ class UniformBox(AnalyticComponent):
     """Uniform on the box [low, high], noised to
     ∏_i [Φ((√ᾱ_t b_i − x_i)/σ_t) − Φ((√ᾱ_t a_i − x_i)/σ_t)] / (√ᾱ_t (b_i − a_i)).
     """
+
+    _default_prefix = "uniform_box"
 
     def __init__(self, low, high, *, schedule: Schedule, name: Optional[str] = None):
         low = torch.as_tensor(low, dtype=torch.float64)

@@ -7,8 +7,8 @@ Levels are t = 1..T. Level 0 is the clean data: ᾱ_0 = 1, σ_0 = 0.
     reverse:  x_{t−1} = (x_t + β_t s_t(x_t)) / √α_t + τ_t z,
               τ_t² = β_t ("large") or β̃_t = β_t σ²_{t−1} / σ²_t ("small"), z = 0 at t = 1.
 
-The schedule's tables are float64 on the CPU; `at(t, like)` hands out scalars in the dtype and
-device of a batch, cached per device so a sampling loop never copies the table again.
+The schedule's tables are float64 on the CPU; the per-level lookups return Python floats, so a
+sampling loop multiplies by scalars and never copies a table to the device.
 """
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ class Schedule:
         previous = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars[:-1]])
         # β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t); zero at t = 1.
         self.posterior_variances = betas * (1.0 - previous) / (1.0 - self.alpha_bars)
-        self._device_tables = {}
 
     # -- construction -------------------------------------------------------------------
     @classmethod
