@@ -203,3 +203,17 @@ def test_non_finite_delta_is_a_rejection_counted_as_a_divergence():
     accepted, divergent = compose.kernels.mh.accept(torch.tensor([math.nan, math.inf, -math.inf, 0.0, 50.0]))
     assert accepted.tolist() == [False, False, False, accepted[3].item(), True]
     assert divergent.tolist() == [True, True, True, False, False]
+
+
+def test_hmc_with_a_diagonal_mass_samples_the_target():
+    # A per-coordinate mass (tensor) and a level-dependent one (callable) keep π invariant.
+    _fixed_level_check(compose.HMC(0.2, mass=torch.tensor([1.0, 2.0], dtype=torch.float64)), score_only=False)
+    _fixed_level_check(compose.HMC(0.2, mass=lambda t: 0.5 + 0.1 * t), score_only=False, seed=2)
+
+
+def test_bad_level_dependent_mass_is_caught_at_the_level():
+    schedule = compose.Schedule.cosine(100)
+    target = compose.compile(_bimodal(schedule))
+    kernel = compose.HMC(0.1, mass=lambda t: -1.0)
+    with pytest.raises(ValueError, match="mass: must be finite and > 0"):
+        kernel.init(target, torch.zeros(3, 2, dtype=torch.float64), 5)

@@ -88,9 +88,12 @@ class HMC(Kernel):
     def name(self) -> str:
         return "HMC" if self.adjusted else "U-HMC"
 
-    def _mass_at(self, t: int, like: torch.Tensor):
+    def _mass_at(self, t: int, like: torch.Tensor, check: bool = False):
+        """M at level t in the dtype and device of `like`; validated (a host sync) only when
+        `check`, i.e. once per level in `init`, never inside a step."""
         mass = self.mass(t) if callable(self.mass) else self.mass
-        mass = _check_mass(mass)
+        if check:
+            mass = _check_mass(mass)
         if isinstance(mass, torch.Tensor):
             mass = mass.to(dtype=like.dtype, device=like.device)
         return mass
@@ -98,7 +101,7 @@ class HMC(Kernel):
     def init(self, target: Target, x: torch.Tensor, t: int,
              generator: Optional[torch.Generator] = None) -> ChainState:
         """Evaluate at x and draw a fresh momentum v ~ N(0, M)."""
-        mass = self._mass_at(t, x)
+        mass = self._mass_at(t, x, check=True)
         momentum = mh.normal(x, generator) * (mass ** 0.5 if isinstance(mass, torch.Tensor) else math.sqrt(mass))
         return ChainState(x, target.evaluate(x, t), momentum)
 
