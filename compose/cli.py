@@ -47,7 +47,17 @@ def commands() -> Dict[str, Command]:
         "plan": Command("print the sampler plan of a composition", _configure_plan, _run_plan),
         "demo": Command("run the demonstration (compose.demo); arguments are passed through",
                         lambda parser: None, _run_demo, passthrough=True),
+        "experiment": Command("run one of the paper's experiments (product2d, digits)",
+                              _configure_experiment, lambda args: args.func(args)),
     }
+
+
+def _configure_experiment(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="experiment", metavar="experiment")
+    sub.required = True
+    from .experiments import digits, product2d
+    product2d.register(sub)
+    digits.register(sub)
 
 
 def build_parser(registry: Optional[Mapping[str, Command]] = None) -> argparse.ArgumentParser:

@@ -21,7 +21,6 @@ in three blocks:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -31,7 +30,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -106,7 +105,7 @@ class Settings:
 PAPER = Settings()
 #: Small enough for an end-to-end test in seconds: T = 10, 300 training steps of tiny networks
 #: (EMA decay 0.95 so the EMA weights have left their zero-output initialisation), 200 chains.
-QUICK = Settings(T=10, num_samples=200, train_steps=300, batch_size=500, ema_decay=0.95,
+QUICK = Settings(T=10, num_samples=200, train_steps=300, batch_size=256, ema_decay=0.95,
                  hidden=32, inner=64, embed=8, blocks=2)
 
 
@@ -557,9 +556,11 @@ def results_markdown(results: dict) -> str:
               f"{'negated' if s.negate_on_reject else 'kept (+v′, as the published code)'} on "
               f"rejection. Reverse: T ancestral steps, small variance.",
               "",
-              f"Models: ResidualMLP(hidden {s.hidden}, inner {s.inner}, embed {s.embed}, "
-              f"{s.blocks} blocks), {s.train_steps} Adam steps at lr {s.lr}, batch {s.batch_size}, "
-              f"EMA decay {s.ema_decay}.",
+              (f"Models: ResidualMLP(hidden {s.hidden}, inner {s.inner}, embed {s.embed}, "
+               f"{s.blocks} blocks), {s.train_steps} Adam steps at lr {s.lr}, batch "
+               f"{s.batch_size}, EMA decay {s.ema_decay}; new models for every trial."
+               if set(results["blocks"]) & set(PARAMETERISATIONS) else
+               "Models: none (oracle block only; trials differ only in their random seeds)."),
               "",
               f"Machine: {env['machine']}, {env['cpus']} CPUs, torch {env['torch']} on "
               f"{results['device']} with {results['threads']} thread(s); started "
@@ -641,6 +642,11 @@ def _yes(flag: Optional[bool]) -> str:
     return "n/a" if flag is None else ("yes" if flag else "**no**")
 
 
+def _difference(a: float, b: float, digits: int) -> str:
+    d = a - b
+    return f"{d:+.{digits}f}" if math.isfinite(d) else "n/a"
+
+
 def _claims(summary: dict) -> List[str]:
     """The paper's claims, checked on the means of this run."""
     lines = ["## The paper's claims on these numbers", "",
@@ -668,8 +674,8 @@ def _claims(summary: dict) -> List[str]:
             other = "LA" if row.startswith("LA") else "HMC" if row.startswith("HMC") else row
             if other in summary["energy"]:
                 o = summary["energy"][other]
-                lines.append(f"| {row} | {other} | {e['ll'][0] - o['ll'][0]:+.3f} | "
-                             f"{e['w2'][0] - o['w2'][0]:+.4f} |")
+                lines.append(f"| {row} | {other} | {_difference(e['ll'][0], o['ll'][0], 3)} | "
+                             f"{_difference(e['w2'][0], o['w2'][0], 4)} |")
         lines.append("")
     return lines
 
@@ -714,35 +720,52 @@ def figure1(saved: Dict[str, np.ndarray], path: str, schedule: Schedule, seed: i
 
 
 # -- command line ---------------------------------------------------------------------------
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+    return value
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--trials", type=int, default=1, help="number of trials (default 1)")
+    parser.add_argument("--trials", type=_positive, default=1, help="number of trials (default 1)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--quick", action="store_true",
                         help="small T, short training, tiny nets, 200 samples, few samplers")
     parser.add_argument("--samplers", nargs="+", metavar="NAME", default=None,
+                        choices=list(SAMPLERS),
                         help=f"sampler names (default all): {' '.join(SAMPLERS)}")
     parser.add_argument("--blocks", nargs="+", choices=BLOCKS, default=list(BLOCKS),
                         help="which blocks to run (default all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-steps", type=int, default=None,
+    parser.add_argument("--train-steps", type=_positive, default=None,
                         help="training steps per model (default 15001, quick 300)")
+    parser.add_argument("--batch-size", type=_positive, default=None,
+                        help="training batch size (default 2000, quick 256)")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="EMA decay (default 0.999, quick 0.95)")
-    parser.add_argument("--num-samples", type=int, default=None,
+    parser.add_argument("--num-samples", type=_positive, default=None,
                         help="chains per sampler (default 2000, quick 200)")
-    parser.add_argument("--T", type=int, default=None, help="number of levels (default 100)")
+    parser.add_argument("--T", type=_positive, default=None, help="number of levels (default 100)")
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=_positive, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
     return parser
 
 
 def _run_from_args(args: argparse.Namespace) -> int:
     settings = QUICK if args.quick else PAPER
-    overrides = {k: v for k, v in (("train_steps", args.train_steps), ("ema_decay", args.ema_decay),
+    overrides = {k: v for k, v in (("train_steps", args.train_steps), ("batch_size", args.batch_size),
+                                   ("ema_decay", args.ema_decay),
                                    ("num_samples", args.num_samples), ("T", args.T)) if v is not None}
     settings = dataclasses.replace(settings, **overrides)
-    command = getattr(args, "command_line", None) or " ".join(shlex.quote(a) for a in sys.argv)
+    command = getattr(args, "command_line", None)
+    if command is None:
+        program = "compose" if os.path.basename(sys.argv[0]) == "compose" else sys.argv[0]
+        command = " ".join(shlex.quote(a) for a in [program] + sys.argv[1:])
     run_experiment(args.out, trials=args.trials, quick=args.quick, samplers=args.samplers,
                    blocks=args.blocks, seed=args.seed, progress=not args.no_progress,
                    settings=settings, device=args.device, threads=args.threads, command=command)
