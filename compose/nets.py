@@ -92,5 +92,8 @@ class ResidualMLP(nn.Module):
         return self.out(h)
 
 
+from .unet import DigitClassifier, NoisyClassifier, SmallUNet  # noqa: E402  (8×8 image networks)
+
 #: Architectures a checkpoint may name, by class name.
-ARCHITECTURES = {"ResidualMLP": ResidualMLP}
+ARCHITECTURES = {"ResidualMLP": ResidualMLP, "SmallUNet": SmallUNet,
+                 "NoisyClassifier": NoisyClassifier, "DigitClassifier": DigitClassifier}

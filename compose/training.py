@@ -25,6 +25,9 @@ from .nets import ARCHITECTURES
 from .schedule import Schedule
 
 PARAMETERISATIONS = ("score", "energy")
+#: What a checkpoint may hold: a diffusion model in either parameterisation, or a classifier
+#: (noise-aware, for guidance, or on clean images, for evaluation).
+CHECKPOINT_KINDS = PARAMETERISATIONS + ("classifier",)
 
 #: A source of data: `data(n, generator)` returns n fresh clean samples, shape (n, *event_shape).
 DataFn = Callable[[int, Optional[torch.Generator]], torch.Tensor]
@@ -33,6 +36,13 @@ DataFn = Callable[[int, Optional[torch.Generator]], torch.Tensor]
 def _check_parameterisation(parameterisation: str) -> str:
     if parameterisation not in PARAMETERISATIONS:
         raise ValueError(f"parameterisation: must be 'score' or 'energy', got {parameterisation!r}")
+    return parameterisation
+
+
+def _check_kind(parameterisation: str) -> str:
+    if parameterisation not in CHECKPOINT_KINDS:
+        raise ValueError(f"parameterisation: a checkpoint holds one of "
+                         f"{', '.join(map(repr, CHECKPOINT_KINDS))}, got {parameterisation!r}")
     return parameterisation
 
 
@@ -207,11 +217,15 @@ def save_checkpoint(path, net: nn.Module, schedule: Schedule, parameterisation: 
                     extra: Optional[dict] = None) -> None:
     """Write net, schedule and parameterisation with `torch.save` to `path`.
 
+    `parameterisation` is "score" or "energy" for a diffusion model, "classifier" for a
+    classifier (its schedule: the one it was trained with, or the experiment's for a classifier
+    of clean images).
+
     The file holds {"state_dict", "architecture": {"class", "config"}, "schedule",
     "parameterisation", "extra"}; `extra` must hold only plain values (numbers, strings,
     lists, dicts, tensors) so that `load_checkpoint` can read it with weights_only=True.
     """
-    _check_parameterisation(parameterisation)
+    _check_kind(parameterisation)
     name = type(net).__name__
     if ARCHITECTURES.get(name) is not type(net) or not hasattr(net, "config"):
         raise ValueError(f"net: cannot checkpoint a {name}; known architectures: "
@@ -248,7 +262,10 @@ def load_checkpoint(path, schedule: Optional[Schedule] = None
                          f"{stored!r} but {schedule!r} was given"
                          + (" (same name and T, different β's)"
                             if repr(stored) == repr(schedule) else ""))
-    parameterisation = _check_parameterisation(data["parameterisation"])
+    try:
+        parameterisation = _check_kind(data["parameterisation"])
+    except ValueError as err:
+        raise ValueError(f"{os.fspath(path)}: {err}") from None
     arch = data["architecture"]
     cls = ARCHITECTURES.get(arch.get("class")) if isinstance(arch, dict) else None
     if cls is None:
