@@ -53,6 +53,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from compose.experiments.reporting import format_mean_std, mean_std, seed_from, write_json
 from torch import nn
 
 import compose
@@ -224,9 +226,6 @@ def class_labels(samples_per_class: int, device=None) -> torch.Tensor:
 
 
 # -- models ---------------------------------------------------------------------------------
-def _seed(*parts: int) -> int:
-    """A 63-bit seed from integers (numpy's SeedSequence), for independent streams."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 ROLES = ("score", "energy", "guide", "eval")
@@ -282,7 +281,7 @@ def train_models(out_dir, settings: Settings, split: DigitsSplit, seed: int = 0,
             config = settings.classifier_config() if role == "guide" else settings.eval_config()
             recipe = {"steps": settings.clf_steps if role == "guide" else settings.eval_steps,
                       "batch_size": settings.classifier_batch, "lr": settings.classifier_lr}
-        model_seed = _seed(seed, index)
+        model_seed = seed_from(seed, index)
         expected = {"experiment": "digits", "role": role, "seed": model_seed,
                     "split_seed": split.seed, "train": recipe}
         net, extra = None, {}
@@ -301,7 +300,7 @@ def train_models(out_dir, settings: Settings, split: DigitsSplit, seed: int = 0,
                 torch.manual_seed(model_seed)
                 net = architecture(**config)
             net = net.to(device)
-            generator = torch.Generator(device).manual_seed(_seed(model_seed, 1))
+            generator = torch.Generator(device).manual_seed(seed_from(model_seed, 1))
             if role in PARAMETERISATIONS:
                 result = train_diffusion(net, schedule, train.sampler(), parameterisation=role,
                                          steps=recipe["steps"], batch_size=recipe["batch_size"],
@@ -381,7 +380,7 @@ def tune(model, guide_net: nn.Module, settings: Settings, scale: float, schedule
             b=settings.tune_b_mala if spec.family == "mala" else settings.tune_b_hmc,
             num_chains=labels.numel(),
             steps_per_level=settings.tune_steps_per_level, reverse_step=True,
-            max_trials=settings.tune_trials, seed=_seed(seed, 5), device=device)
+            max_trials=settings.tune_trials, seed=seed_from(seed, 5), device=device)
     return found
 
 
@@ -494,7 +493,7 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
                 if len(samples_by_seed) <= s:
                     samples_by_seed.append({})
                 for spec in specs:
-                    generator = torch.Generator(device).manual_seed(_seed(seed, 1000 + s))
+                    generator = torch.Generator(device).manual_seed(seed_from(seed, 1000 + s))
                     run = run_sampler(spec, model, guide_net, eval_net, heldout_features,
                                       settings, scale, steps, generator, progress)
                     samples_by_seed[s][f"{param}/{spec.name}"] = run
@@ -504,7 +503,7 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
                     say(f"  seed {s} {param:6s} {spec.name:11s} accuracy {run['accuracy']:.3f}  "
                         f"FD {run['frechet']:.3f}  acceptance {run['acceptance']:.3f}  "
                         f"{run['evaluations']:.0f} evals/sample  {run['seconds']:.1f} s")
-                    _write_json(json_path, results)
+                    write_json(json_path, results)
         for s, runs in enumerate(samples_by_seed):
             np.savez_compressed(os.path.join(out_dir, f"samples_seed{s}.npz"),
                                 **{k.replace("/", "__"): r["samples"].numpy()
@@ -523,7 +522,7 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
         torch.set_num_threads(previous_threads)
     results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
     results["summary"] = summarise(results)
-    _write_json(json_path, results)
+    write_json(json_path, results)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(results_markdown(results))
     return results
@@ -534,7 +533,7 @@ def _reference_rows(split: DigitsSplit, eval_net, heldout_features, settings: Se
     """The floor of the metrics: as many training images as generated ones (balanced classes,
     drawn without replacement) against the held-out set, and the evaluation classifier's
     held-out accuracy."""
-    generator = torch.Generator().manual_seed(_seed(seed, 77))
+    generator = torch.Generator().manual_seed(seed_from(seed, 77))
     rows = []
     labels = split.train_labels.cpu()
     for k in range(NUM_CLASSES):
@@ -552,18 +551,9 @@ def _reference_rows(split: DigitsSplit, eval_net, heldout_features, settings: Se
             "heldout_top1": classifier_accuracy(eval_net, split.test_images, split.test_labels)}
 
 
-def _write_json(path: str, results: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1, default=float)
-    os.replace(tmp, path)
 
 
 # -- summaries and report -------------------------------------------------------------------
-def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; nan for a single value)."""
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), (float(a.std(ddof=1)) if a.size > 1 else math.nan)
 
 
 def summarise(results: dict) -> Dict[str, Dict[str, dict]]:
@@ -578,7 +568,7 @@ def summarise(results: dict) -> Dict[str, Dict[str, dict]]:
         for name, runs in rows.items():
             summary[param][name] = {
                 "seeds": len(runs),
-                **{k: _mean_std([r[k] for r in runs])
+                **{k: mean_std([r[k] for r in runs])
                    for k in ("accuracy", "frechet", "acceptance", "seconds")},
                 "evaluations": float(np.mean([r["evaluations"] for r in runs])),
                 "classifier_evaluations": float(np.mean([r["classifier_evaluations"]
@@ -588,11 +578,6 @@ def summarise(results: dict) -> Dict[str, Dict[str, dict]]:
     return summary
 
 
-def _fmt(pair, digits: int) -> str:
-    mean, std = pair
-    if math.isnan(mean):
-        return "—"
-    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
 
 
 def results_markdown(results: dict) -> str:
@@ -647,9 +632,9 @@ def results_markdown(results: dict) -> str:
                   "(classifier) | wall time (s) |", "|---|---|---|---|---|---|---|"]
         for name, e in rows.items():
             step = "—" if e["step"] is None else f"{e['step'][0]:.4g}, {e['step'][1]:g}"
-            lines.append(f"| {name} | {_fmt(e['accuracy'], 3)} | {_fmt(e['frechet'], 3)} | "
-                         f"{_fmt(e['acceptance'], 3)} | {step} | {e['evaluations']:.0f} "
-                         f"({e['classifier_evaluations']:.0f}) | {_fmt(e['seconds'], 1)} |")
+            lines.append(f"| {name} | {format_mean_std(e['accuracy'], 3)} | {format_mean_std(e['frechet'], 3)} | "
+                         f"{format_mean_std(e['acceptance'], 3)} | {step} | {e['evaluations']:.0f} "
+                         f"({e['classifier_evaluations']:.0f}) | {format_mean_std(e['seconds'], 1)} |")
         lines.append("")
     lines += _claims(summary)
     lines += ["## Step-size search", "",

@@ -36,6 +36,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from compose.experiments.reporting import format_mean_std, mean_std, seed_from, write_json
+
 import compose
 from compose import metrics
 from compose.components import Component, EnergyModel, GaussianMixture, ScoreModel, UniformBox
@@ -226,9 +228,6 @@ def oracle_components(schedule: Schedule) -> Tuple[ScoreModel, ScoreModel]:
     return ScoreModel.from_analytic(ring, name="ring"), ScoreModel.from_analytic(bar, name="bar")
 
 
-def _seed(*parts: int) -> int:
-    """A 63-bit seed from integers (numpy's SeedSequence), for independent streams."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def checkpoint_path(out_dir, trial: int, component: str, parameterisation: str) -> str:
@@ -284,7 +283,7 @@ def train_models(out_dir, trial: int, settings: Settings = PAPER, seed: int = 0,
         pair = []
         for c_index, component in enumerate(analytic_components(schedule)):
             path = checkpoint_path(out_dir, trial, component.name, param)
-            model_seed = _seed(seed, trial, c_index, p_index)
+            model_seed = seed_from(seed, trial, c_index, p_index)
             expected = {"experiment": "product2d", "component": component.name, "trial": trial,
                         "seed": model_seed, "train": settings.train_config()}
             net = _matching_checkpoint(path, schedule, settings, param, expected)
@@ -297,8 +296,8 @@ def train_models(out_dir, trial: int, settings: Settings = PAPER, seed: int = 0,
                     torch.manual_seed(model_seed)
                     net = ResidualMLP(**settings.net_config())
                 net = net.to(device)
-                data_gen = torch.Generator().manual_seed(_seed(model_seed, 1))
-                gen = torch.Generator(device).manual_seed(_seed(model_seed, 2))
+                data_gen = torch.Generator().manual_seed(seed_from(model_seed, 1))
+                gen = torch.Generator(device).manual_seed(seed_from(model_seed, 2))
 
                 def data(n, _generator, component=component, data_gen=data_gen):
                     return component.sample(n, data_gen).to(device)
@@ -355,7 +354,7 @@ def run_sampler(spec: SamplerSpec, components: Tuple[Component, Component],
     samples = result.samples.detach().cpu().float()
     if reference is None:
         reference = exact_product_samples(num_samples, torch.Generator().manual_seed(
-            _seed(generator.initial_seed(), 99)))
+            seed_from(generator.initial_seed(), 99)))
     per_component = result.diagnostics.evaluations_per_sample()
     return {"sampler": spec.name, "samples": samples, "metrics": score_samples(samples, reference),
             "acceptance": result.diagnostics.mean_acceptance() if spec.adjusted else
@@ -436,7 +435,7 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
         for trial in range(trials):
             _say(progress, f"trial {trial + 1}/{trials}")
             reference = exact_product_samples(settings.num_samples,
-                                              torch.Generator().manual_seed(_seed(seed, trial, 99)))
+                                              torch.Generator().manual_seed(seed_from(seed, trial, 99)))
             needed = [p for p in PARAMETERISATIONS if p in blocks]
             models = {}
             if needed:
@@ -446,7 +445,7 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
             saved = {"reference": reference.numpy()}
             for block in blocks:
                 for row, spec in block_samplers(block, specs):
-                    generator = torch.Generator(device).manual_seed(_seed(seed, trial, 7))
+                    generator = torch.Generator(device).manual_seed(seed_from(seed, trial, 7))
                     run = run_sampler(spec, models[block], generator, settings.num_samples,
                                       settings=settings, reference=reference, progress=progress)
                     saved[f"{block}/{row}"] = run.pop("samples").numpy()
@@ -456,7 +455,7 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
                     _say(progress, f"  {block:6s} {row:11s} W2 {run['metrics']['w2']:.4f}  "
                          f"LL {run['metrics']['ll']:.3f}  acc {run['acceptance']:.3f}  "
                          f"{run['evaluations']:.0f} evals/sample  {run['seconds']:.1f} s")
-                    _write_json(os.path.join(out_dir, "results.json"), results)
+                    write_json(os.path.join(out_dir, "results.json"), results)
             np.savez_compressed(os.path.join(out_dir, f"samples_trial{trial}.npz"), **saved)
             if trial == 0:
                 figure1(saved, os.path.join(out_dir, "figure1.png"), schedule, seed)
@@ -464,7 +463,7 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
         torch.set_num_threads(previous_threads)
     results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
     results["summary"] = summarise(results)
-    _write_json(os.path.join(out_dir, "results.json"), results)
+    write_json(os.path.join(out_dir, "results.json"), results)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(results_markdown(results))
     return results
@@ -475,24 +474,12 @@ def _say(enabled: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _write_json(path: str, results: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1, default=float)
-    os.replace(tmp, path)
 
 
 # -- summaries ------------------------------------------------------------------------------
 METRIC_KEYS = ("ll", "ll_paper", "w2", "w2_paper", "gmm")
 
 
-def _mean_std(values: List[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; nan for one value or non-finite values).
-    Non-finite values propagate to the mean (an LL of −inf stays −inf)."""
-    a = np.asarray(values, dtype=np.float64)
-    mean = float(a.mean())
-    std = float(a.std(ddof=1)) if a.size > 1 and np.all(np.isfinite(a)) else math.nan
-    return mean, std
 
 
 def summarise(results: dict) -> Dict[str, Dict[str, dict]]:
@@ -508,7 +495,7 @@ def summarise(results: dict) -> Dict[str, Dict[str, dict]]:
         for row, runs in rows.items():
             entry = {"trials": len(runs)}
             for key in METRIC_KEYS:
-                entry[key] = _mean_std([r["metrics"][key] for r in runs])
+                entry[key] = mean_std([r["metrics"][key] for r in runs])
             entry["acceptance"] = float(np.mean([r["acceptance"] for r in runs]))
             entry["divergences"] = int(sum(r["divergences"] for r in runs))
             entry["evaluations"] = float(np.mean([r["evaluations"] for r in runs]))
@@ -518,19 +505,11 @@ def summarise(results: dict) -> Dict[str, Dict[str, dict]]:
                     per.setdefault(label, []).append(count)
             entry["evaluations_per_component"] = {k: float(np.mean(v)) for k, v in per.items()}
             entry["needed"] = runs[0]["needed"]
-            entry["seconds"] = _mean_std([r["seconds"] for r in runs])
+            entry["seconds"] = mean_std([r["seconds"] for r in runs])
             summary[block][row] = entry
     return summary
 
 
-def _fmt(pair, digits: int) -> str:
-    mean, std = pair
-    if math.isnan(mean):
-        return "nan"
-    if math.isinf(mean):
-        return "−∞" if mean < 0 else "∞"
-    text = f"{mean:.{digits}f}"
-    return text if math.isnan(std) else f"{text} ± {std:.{digits}f}"
 
 
 BLOCK_TITLES = {
@@ -582,9 +561,9 @@ def results_markdown(results: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for row, e in rows.items():
             acc = "—" if math.isnan(e["acceptance"]) else f"{e['acceptance']:.3f}"
-            lines.append(f"| {row} | {_fmt(e['ll'], 3)} | {_fmt(e['ll_paper'], 3)} | "
-                         f"{_fmt(e['w2'], 4)} | {_fmt(e['w2_paper'], 2)} | {_fmt(e['gmm'], 4)} | "
-                         f"{acc} | {e['evaluations']:.0f} | {_fmt(e['seconds'], 1)} |")
+            lines.append(f"| {row} | {format_mean_std(e['ll'], 3)} | {format_mean_std(e['ll_paper'], 3)} | "
+                         f"{format_mean_std(e['w2'], 4)} | {format_mean_std(e['w2_paper'], 2)} | {format_mean_std(e['gmm'], 4)} | "
+                         f"{acc} | {e['evaluations']:.0f} | {format_mean_std(e['seconds'], 1)} |")
         lines.append("")
     lines += _evaluation_table(results, summary, s)
     lines += _claims(summary)
@@ -620,7 +599,7 @@ def _evaluation_table(results: dict, summary: dict, s: Settings) -> List[str]:
         ratio = f"{e['evaluations'] / published:.0%}" if paper and published else "—"
         lines.append(f"| {row} | {e['evaluations']:.0f} | {e['needed']} | "
                      f"{published if published else '—'} | {needed if needed else '—'} | {ratio} | "
-                     f"{_fmt(e['seconds'], 1)} |")
+                     f"{format_mean_std(e['seconds'], 1)} |")
     if "energy" in summary:
         lines += ["", "Energy block (each evaluation is one forward and one backward pass, which "
                   "give the energy and the score together; the published code adds 2 energy "
@@ -688,7 +667,7 @@ def figure1(saved: Dict[str, np.ndarray], path: str, schedule: Schedule, seed: i
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    gen = torch.Generator().manual_seed(_seed(seed, 1234))
+    gen = torch.Generator().manual_seed(seed_from(seed, 1234))
     ring, bar = analytic_components(schedule)
     n = len(saved["reference"])
     panels = [("Ring (component 1)", ring.sample(n, gen).numpy()),
