@@ -10,7 +10,7 @@ from .components import (AnalyticComponent, Classifier, Component, EnergyModel, 
 from .errors import CompositionError
 from .expr import Condition, Expr, Guidance, Leaf, Mixture, Power, Product, Quotient
 from .kernels import HMC, MALA, ULA, ChainState, Kernel, RandomWalkMH, StepInfo
-from .sampler import Diagnostics, SampleResult, sample
+from .sampler import Adaptation, Diagnostics, SampleResult, sample
 from .schedule import Schedule
 from .stepsize import PowerLaw
 
@@ -28,5 +28,5 @@ __all__ = [
     "UniformBox", "AnalyticComponent", "compile", "Target", "Evaluation", "parse",
     "CompositionError", "Expr", "Leaf", "Product", "Quotient", "Power", "Mixture", "Guidance",
     "Condition", "ULA", "MALA", "HMC", "RandomWalkMH", "Kernel", "ChainState", "StepInfo",
-    "sample", "SampleResult", "Diagnostics", "PowerLaw",
+    "sample", "SampleResult", "Diagnostics", "Adaptation", "PowerLaw",
 ]

@@ -9,7 +9,9 @@ With ``reverse_step=False`` (the paper's 2D experiment, as in R3) the result is 
 level 1; with ``reverse_step=True`` (its image experiments) it is at level 0. A kernel of None
 with ``reverse_step=True`` is the plain reverse process.
 
-Diagnostics are accumulated in tensors during a level and read once at its end.
+Diagnostics are accumulated in tensors during a level and read once at its end. With an
+`Adaptation`, the first kernel steps of each level also read their acceptance rate (a host sync
+during warm-up only) to keep it inside a band (SPEC section 5).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import math
 import numbers
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -25,10 +27,43 @@ from .compiler import Target
 from .kernels.base import ChainState, Kernel
 
 
+@dataclass(frozen=True)
+class Adaptation:
+    """Per-level step-size adaptation during warm-up (SPEC section 5).
+
+    After each of the first `warmup_steps` kernel steps of a level, the step size is divided by
+    `factor` if that step's acceptance rate fell below ``band[0]`` and multiplied by it if above
+    ``band[1]``. The step is η_t = m · (scheduled η_t); the multiplier m carries over to the
+    next level, whose scheduled size is usually close. Adjusted kernels only.
+    """
+
+    band: Tuple[float, float] = (0.6, 0.9)
+    warmup_steps: int = 3
+    factor: float = 1.5
+
+    def __post_init__(self):
+        low, high = self.band
+        if not 0.0 < low < high < 1.0:
+            raise ValueError(f"band: need 0 < low < high < 1, got {self.band!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, numbers.Integral) \
+                or self.warmup_steps < 1:
+            raise ValueError(f"warmup_steps: must be an integer ≥ 1, got {self.warmup_steps!r}")
+        if not (isinstance(self.factor, numbers.Real) and math.isfinite(self.factor) and self.factor > 1.0):
+            raise ValueError(f"factor: must be a finite number > 1, got {self.factor!r}")
+
+    def update(self, multiplier: float, acceptance: float) -> float:
+        """The new multiplier after a warm-up step with the given acceptance rate."""
+        if acceptance < self.band[0]:
+            return multiplier / self.factor
+        if acceptance > self.band[1]:
+            return multiplier * self.factor
+        return multiplier
+
+
 @dataclass
 class LevelDiagnostics:
     """What happened at one level: acceptance rate, mean |Δ| over finite Δ's, divergences,
-    evaluations per sample of each term, the step size and the wall time."""
+    evaluations per sample of each term, the (last) step size used and the wall time."""
 
     level: int
     step_size: float
@@ -89,7 +124,8 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
            reverse_step: bool = False, generator: Optional[torch.Generator] = None, *,
            initial: Optional[torch.Tensor] = None, event_shape: Optional[Sequence[int]] = None,
            device=None, dtype: torch.dtype = torch.float32, variance: str = "small",
-           progress: bool = True, callback: Optional[Callable[[dict], None]] = None) -> SampleResult:
+           adaptation: Optional[Adaptation] = None, progress: bool = True,
+           callback: Optional[Callable[[dict], None]] = None) -> SampleResult:
     """Annealed MCMC along the schedule of `target`.
 
     Args:
@@ -102,6 +138,7 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
         initial: starting batch at level T (default x ~ N(0, I)).
         event_shape: shape of one sample, when no component declares it.
         variance: "small" (β̃_t) or "large" (β_t) reverse-step noise.
+        adaptation: keep each level's acceptance in a band during warm-up (`Adaptation`).
         progress: show a tqdm bar over levels.
         callback: called after each level with {"level", "x", "diagnostics"}.
     Returns:
@@ -119,6 +156,8 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
         raise ValueError(f"variance: must be 'small' or 'large', got {variance!r}")
     if (kernel is None or steps_per_level == 0) and not reverse_step:
         raise ValueError("kernel: with no kernel steps, reverse_step=True is needed (otherwise nothing moves)")
+    if adaptation is not None and (kernel is None or not kernel.adjusted):
+        raise ValueError("adaptation: step-size adaptation needs an adjusted kernel (MALA, HMC, RandomWalkMH)")
 
     x = _initial_batch(target, num_samples, initial, event_shape, device, dtype, generator)
     schedule = target.schedule
@@ -126,20 +165,24 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
     name = _sampler_name(kernel, steps_per_level, reverse_step)
     diagnostics = Diagnostics(name, num_samples)
     bar = _progress_bar(schedule.T, name, progress)
+    multiplier = 1.0
     try:
         for t in range(schedule.T, 0, -1):
             start, before = time.perf_counter(), target.counter.snapshot()
-            state, totals = ChainState(x), None
+            state, totals, step_size = ChainState(x), None, None
             if kernel is not None and steps_per_level > 0:
                 state = kernel.init(target, x, t, generator)
-                for _ in range(steps_per_level):
-                    state, info = kernel.step(target, state, t, step_sizes[t - 1], generator)
+                for k in range(steps_per_level):
+                    step_size = multiplier * step_sizes[t - 1]
+                    state, info = kernel.step(target, state, t, step_size, generator)
                     totals = _accumulate(totals, info)
+                    if adaptation is not None and k < adaptation.warmup_steps:
+                        multiplier = adaptation.update(multiplier, info.accepted.float().mean().item())
             x = state.x
             if reverse_step:
                 score = state.evaluation.score if state.evaluation is not None else target.score(x, t)
                 x = schedule.reverse_step(x, score, t, generator, variance)
-            level = _level_diagnostics(t, step_sizes, steps_per_level if kernel else 0, totals, x,
+            level = _level_diagnostics(t, step_size, steps_per_level if kernel else 0, totals, x,
                                        before, target, num_samples, time.perf_counter() - start)
             diagnostics.levels.append(level)
             if callback is not None:
@@ -180,7 +223,7 @@ def _accumulate(totals, info):
     return step if totals is None else totals + step
 
 
-def _level_diagnostics(t, step_sizes, steps, totals, x, before, target, n, seconds) -> LevelDiagnostics:
+def _level_diagnostics(t, step_size, steps, totals, x, before, target, n, seconds) -> LevelDiagnostics:
     # The one host synchronisation of the level.
     values = totals.tolist() if totals is not None else [0.0] * 5
     accepted, divergent, abs_delta, finite, moves = values
@@ -190,7 +233,7 @@ def _level_diagnostics(t, step_sizes, steps, totals, x, before, target, n, secon
     after = target.counter.snapshot()
     evaluations = {k: (after.get(k, 0) - before.get(k, 0)) / n for k in after}
     return LevelDiagnostics(
-        level=t, step_size=step_sizes[t - 1] if step_sizes else math.nan, steps=steps,
+        level=t, step_size=step_size if step_size is not None else math.nan, steps=steps,
         acceptance=accepted / moves if moves else math.nan,
         mean_abs_log_ratio=abs_delta / finite if finite else math.nan,
         divergences=int(divergent), evaluations=evaluations, seconds=seconds)

@@ -171,3 +171,34 @@ def test_pyro_kernel_needs_a_level_first(setup):
     with pytest.raises(ValueError, match=r"at_level\(target, t\)"):
         MCMC(compose.MALA(0.1), num_samples=2, initial_params={"x": torch.zeros(4, 2)},
              disable_progbar=True).run()
+
+
+# -- step-size adaptation during warm-up ------------------------------------------------------
+def test_adaptation_brings_a_bad_step_size_into_the_band(setup):
+    schedule, expr, _ = setup
+    target = compose.compile(expr)
+    run = lambda adaptation: compose.sample(
+        target, compose.HMC(3.0), 2000, steps_per_level=8, generator=torch.Generator().manual_seed(3),
+        dtype=torch.float64, adaptation=adaptation, progress=False)
+    fixed = run(None)
+    adapted = run(compose.Adaptation(band=(0.6, 0.9), warmup_steps=4))
+    assert fixed.diagnostics.mean_acceptance() < 0.3                 # ε = 3 is far too large
+    late = [lv.acceptance for lv in adapted.diagnostics.levels[10:]]
+    assert sum(late) / len(late) > 0.55
+    assert adapted.diagnostics.levels[-1].step_size < 3.0
+    mean, var = _closed_form(schedule, 1)
+    assert _within_mc_error(adapted.samples, mean, var).max() < 4.5
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(band=(0.9, 0.6)), "band"), (dict(warmup_steps=0), "warmup_steps"),
+                                           (dict(factor=1.0), "factor")])
+def test_adaptation_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        compose.Adaptation(**kwargs)
+
+
+def test_adaptation_needs_an_adjusted_kernel(setup):
+    _, expr, _ = setup
+    with pytest.raises(ValueError, match="adaptation: step-size adaptation needs an adjusted kernel"):
+        compose.sample(compose.compile(expr), compose.ULA(0.1), 4, adaptation=compose.Adaptation(),
+                       progress=False)
