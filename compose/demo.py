@@ -21,6 +21,7 @@ import torch
 from . import compile as compile_target
 from . import components, kernels, sampler
 from .experiments import product2d_target as geometry
+from .experiments.reporting import scatter_row
 from .metrics import log_likelihood, wasserstein2
 from .schedule import Schedule
 
@@ -86,27 +87,9 @@ def format_table(rows: List[dict]) -> str:
 
 
 def _scatter(samples, reference, path):
-    from matplotlib.figure import Figure
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    panels = [("exact product", reference)] + list(samples.items())
-    fig = Figure(figsize=(3 * len(panels), 3.2))
-    FigureCanvasAgg(fig)
-    for i, (title, x) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        x = x.detach().cpu().numpy()
-        ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4)
-        ax.add_patch(__import__("matplotlib.patches", fromlist=["Rectangle"]).Rectangle(
-            (geometry.BAR_LOW[0], geometry.BAR_LOW[1]), geometry.BAR_HIGH[0] - geometry.BAR_LOW[0],
-            geometry.BAR_HIGH[1] - geometry.BAR_LOW[1], fill=False, lw=0.6, color="grey"))
-        ax.set_xlim(-1, 1)
-        ax.set_ylim(-1, 1)
-        ax.set_aspect("equal")
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    panels = [("exact product", reference)] + [(k, v.detach().cpu().numpy()) for k, v in samples.items()]
+    bar = (tuple(geometry.BAR_LOW), tuple(geometry.BAR_HIGH))
+    scatter_row(panels, path, limit=1.0, box=bar)
 
 
 def main(argv=None) -> int:

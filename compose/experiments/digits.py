@@ -45,7 +45,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from compose.experiments import commandline
 from compose.experiments.reporting import format_mean_std, mean_std, seed_from, write_json
 from torch import nn
 
@@ -792,7 +792,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
                                    ("samples_per_class", args.samples_per_class),
                                    ("steps_per_level", args.steps_per_level)) if v is not None}
     settings = dataclasses.replace(settings, **overrides)
-    command = getattr(args, "command_line", None) or " ".join(shlex.quote(a) for a in sys.argv)
+    command = commandline.recorded_command(args)
     run_experiment(args.out, quick=args.quick, seeds=args.seeds, scale=args.scale,
                    seed=args.seed, device=args.device, settings=settings,
                    progress=not args.no_progress, threads=args.threads, command=command)
@@ -801,27 +801,15 @@ def _run_from_args(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add the ``digits`` command to an argparse subparsers object; the parser's default
-    ``func`` runs it (``args.func(args)`` returns an exit status). Returns the new parser."""
-    parser = subparsers.add_parser(
-        "digits", help="guided diffusion on the 8×8 digits (the paper's Table 2, SPEC 6.2)",
-        description=__doc__.split("\n\n")[0])
-    _add_arguments(parser)
-    parser.set_defaults(func=_run_from_args)
-    return parser
+    """Add the ``digits`` command to an argparse subparsers object (see commandline.register)."""
+    return commandline.register(subparsers, "digits", "guided diffusion on the 8×8 digits (the paper's Table 2, SPEC 6.2)",
+                                __doc__.split("\n\n")[0], _add_arguments, _run_from_args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m compose.experiments.digits --out DIR ...``; returns an exit status."""
-    parser = _add_arguments(argparse.ArgumentParser(
-        prog="python -m compose.experiments.digits", description=__doc__.split("\n\n")[0]))
-    args = parser.parse_args(argv)
-    args.command_line = "python -m compose.experiments.digits " + " ".join(
-        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    try:
-        return _run_from_args(args)
-    except ValueError as err:
-        parser.error(str(err))
+    return commandline.module_main("compose.experiments.digits", __doc__.split("\n\n")[0],
+                                   _add_arguments, _run_from_args, argv)
 
 
 if __name__ == "__main__":

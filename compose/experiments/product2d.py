@@ -27,7 +27,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from compose.experiments.reporting import format_mean_std, mean_std, seed_from, write_json
+from compose.experiments import commandline
+from compose.experiments.reporting import format_mean_std, mean_std, scatter_row, seed_from, write_json
 
 import compose
 from compose import metrics
@@ -664,9 +664,6 @@ def figure1(saved: Dict[str, np.ndarray], path: str, schedule: Schedule, seed: i
     """A figure like the paper's Figure 1: the ring, the bar, the product (exact samples), the
     reverse process's samples and HMC's samples (score block if run, else energy, else oracle).
     `saved` maps "block/row" to samples and "reference" to exact samples; returns `path`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     gen = torch.Generator().manual_seed(seed_from(seed, 1234))
     ring, bar = analytic_components(schedule)
     n = len(saved["reference"])
@@ -682,20 +679,7 @@ def figure1(saved: Dict[str, np.ndarray], path: str, schedule: Schedule, seed: i
             if f"{block}/{row}" in saved:
                 panels.append((f"{row} ({block})", saved[f"{block}/{row}"]))
                 break
-    fig = Figure(figsize=(3.2 * len(panels), 3.4))
-    FigureCanvasAgg(fig)
-    for i, (title, x) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, lw=0)
-        ax.set_xlim(-1.1, 1.1)
-        ax.set_ylim(-1.1, 1.1)
-        ax.set_aspect("equal")
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return scatter_row(panels, path, limit=1.1, size=3.2, dpi=110)
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -741,10 +725,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
                                    ("ema_decay", args.ema_decay),
                                    ("num_samples", args.num_samples), ("T", args.T)) if v is not None}
     settings = dataclasses.replace(settings, **overrides)
-    command = getattr(args, "command_line", None)
-    if command is None:
-        program = "compose" if os.path.basename(sys.argv[0]) == "compose" else sys.argv[0]
-        command = " ".join(shlex.quote(a) for a in [program] + sys.argv[1:])
+    command = commandline.recorded_command(args)
     run_experiment(args.out, trials=args.trials, quick=args.quick, samplers=args.samplers,
                    blocks=args.blocks, seed=args.seed, progress=not args.no_progress,
                    settings=settings, device=args.device, threads=args.threads, command=command)
@@ -753,27 +734,15 @@ def _run_from_args(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add the ``product2d`` command to an argparse subparsers object; the parser's default
-    ``func`` runs it (``args.func(args)`` returns an exit status). Returns the new parser."""
-    parser = subparsers.add_parser(
-        "product2d", help="the 2D product composition (the paper's Table 1)",
-        description=__doc__.split("\n\n")[0])
-    _add_arguments(parser)
-    parser.set_defaults(func=_run_from_args)
-    return parser
+    """Add the ``product2d`` command to an argparse subparsers object (see commandline.register)."""
+    return commandline.register(subparsers, "product2d", "the 2D product composition (the paper's Table 1)",
+                                __doc__.split("\n\n")[0], _add_arguments, _run_from_args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m compose.experiments.product2d --out DIR ...``; returns an exit status."""
-    parser = _add_arguments(argparse.ArgumentParser(
-        prog="python -m compose.experiments.product2d", description=__doc__.split("\n\n")[0]))
-    args = parser.parse_args(argv)
-    args.command_line = "python -m compose.experiments.product2d " + " ".join(
-        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    try:
-        return _run_from_args(args)
-    except ValueError as err:
-        parser.error(str(err))
+    return commandline.module_main("compose.experiments.product2d", __doc__.split("\n\n")[0],
+                                   _add_arguments, _run_from_args, argv)
 
 
 if __name__ == "__main__":

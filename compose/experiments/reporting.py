@@ -40,3 +40,35 @@ def format_mean_std(pair: Tuple[float, float], digits: int) -> str:
         return "−∞" if mean < 0 else "∞"
     text = f"{mean:.{digits}f}"
     return text if math.isnan(std) else f"{text} ± {std:.{digits}f}"
+
+
+def scatter_row(panels, path: str, limit: float, box=None, size: float = 3.0, dpi: int = 120) -> str:
+    """One row of 2D scatter plots, written to `path` (matplotlib Agg, no global state).
+
+    Args:
+        panels: (title, array (N, 2)) pairs.
+        limit: axes span [−limit, limit] in both coordinates.
+        box: ((x0, y0), (x1, y1)) drawn as a grey outline in every panel, or None.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    fig = Figure(figsize=(size * len(panels), size + 0.2))
+    FigureCanvasAgg(fig)
+    for i, (title, x) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        x = np.asarray(x)
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, lw=0)
+        if box is not None:
+            (x0, y0), (x1, y1) = box
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.6, color="grey"))
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    return path

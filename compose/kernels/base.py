@@ -71,6 +71,7 @@ class Kernel(MCMCKernel):
         self._generator: Optional[torch.Generator] = None
         self._initial_params = None
         self._state: Optional[ChainState] = None
+        self._step_size: Optional[float] = None
         self._totals = None
 
     # -- the functional interface ----------------------------------------------------------
@@ -122,14 +123,15 @@ class Kernel(MCMCKernel):
         if self._target is None:
             raise ValueError("target: call kernel.at_level(target, t) before pyro.infer.MCMC runs it")
         self._state = None
+        self._step_size = self.step_sizes(self._target)[self._level - 1]
         self._totals = torch.zeros(3, dtype=torch.float64)   # moves, accepted, divergent
 
     def sample(self, params: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         x = params["x"]
         if self._state is None or self._state.x is not x:
             self._state = self.init(self._target, x, self._level, self._generator)
-        step_size = self.step_sizes(self._target)[self._level - 1]
-        self._state, info = self.step(self._target, self._state, self._level, step_size, self._generator)
+        self._state, info = self.step(self._target, self._state, self._level, self._step_size,
+                                      self._generator)
         self._totals += torch.stack([torch.tensor(float(info.accepted.numel())),
                                      info.accepted.sum().cpu().double(),
                                      info.divergent.sum().cpu().double()])
