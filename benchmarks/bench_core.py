@@ -19,7 +19,8 @@ from collections import Counter
 import torch
 
 import compose
-from compose.nets import ResidualMLP
+from compose.compiler import quadrature
+from compose.models.nets import ResidualMLP
 
 
 class Counting(torch.nn.Module):
@@ -111,7 +112,7 @@ def main():
     print(f"{'points':>7}{'batched ms':>12}{'per-point ms':>14}{'batching speed-up':>19}")
     x = torch.randn(N, 2)
     for n in (1, 3, 8):
-        points = compose.quadrature.interior_points(x, x + 0.1, n)           # (n, N, 2)
+        points = quadrature.interior_points(x, x + 0.1, n)           # (n, N, 2)
         batched, separate = [], []
         for _ in range(7):                                                   # interleaved repeats
             start = time.perf_counter()

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import compose  # noqa: E402
 from compose.language import grammar  # noqa: E402
-from compose.nets import ResidualMLP  # noqa: E402
+from compose.models.nets import ResidualMLP  # noqa: E402
 
 
 def count_nodes(expr) -> int:

@@ -12,7 +12,7 @@ from .expr import Condition, Expr, Guidance, Leaf, Mixture, Power, Product, Quot
 from .kernels import HMC, MALA, ULA, ChainState, Kernel, RandomWalkMH, StepInfo
 from .sampler import Adaptation, Diagnostics, SampleResult, sample
 from .schedule import Schedule
-from .stepsize import PowerLaw
+from .kernels.stepsize import PowerLaw
 
 __version__ = "0.1.0"
 

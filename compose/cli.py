@@ -55,7 +55,8 @@ def commands() -> Dict[str, Command]:
 def _configure_experiment(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="experiment", metavar="experiment")
     sub.required = True
-    from .experiments import digits, product2d
+    from .experiments.digits import experiment as digits        # imported only when asked for
+    from .experiments.product2d import experiment as product2d
     product2d.register(sub)
     digits.register(sub)
 
@@ -223,7 +224,7 @@ def _count(low: int) -> Callable[[str], int]:
 # -- compose demo ---------------------------------------------------------------------------
 def _run_demo(args: argparse.Namespace) -> int:
     try:
-        demo = importlib.import_module("compose.demo")   # imported only when asked for
+        demo = importlib.import_module("compose.experiments.product2d.demo")   # imported only when asked for
     except ModuleNotFoundError as error:
         if error.name != "compose.demo":
             raise

@@ -6,31 +6,23 @@
   spread over a larger box so that near misses score a finite value.
 - GMM: the distance between the diagonal covariances of 2-component Gaussian mixtures fitted to
   the samples and to the reference, components paired by their means.
-- Accuracy and Fréchet distance (SPEC section 6.2): the fraction of generated images that an
+- Accuracy and Fréchet distance: the fraction of generated images that an
   evaluation classifier assigns to the requested class with probability ≥ 0.5, and the
   Fréchet distance between Gaussian fits of two feature sets.
 
-Each metric also has the scale on which the paper's published code reported it
-(`paper_scale_w2`, `paper_scale_ll`), for comparison with its Table 1.
+The 2D product's log-likelihood (LL) belongs to that experiment:
+compose.experiments.product2d.likelihood.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
-from scipy.special import logsumexp, ndtr
-
-from .experiments.product2d_target import (BAR_HIGH, BAR_LOW, OUTER_HIGH, OUTER_LOW,
-                                           OUTER_MASS, RING_MEANS, RING_STD)
-
-#: The published code's LL is the true LL minus this constant (product2d.md, "Quirk").
-PAPER_LL_OFFSET = 6.1916
 
 
-def _as_points(x, name: str) -> np.ndarray:
+def as_points(x, name: str) -> np.ndarray:
     """x (a tensor or array of shape (N, d)) as a float64 numpy array."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
@@ -52,7 +44,7 @@ def wasserstein2(samples, reference) -> float:
     Returns:
         W2 as a float; inf if either set has a non-finite coordinate.
     """
-    x, y = _as_points(samples, "samples"), _as_points(reference, "reference")
+    x, y = as_points(samples, "samples"), as_points(reference, "reference")
     if x.shape != y.shape:
         raise ValueError(f"reference: need as many points as samples, of the same dimension; "
                          f"got {y.shape} against {x.shape}")
@@ -63,93 +55,6 @@ def wasserstein2(samples, reference) -> float:
     cost = cdist(x, y, "sqeuclidean")
     rows, cols = linear_sum_assignment(cost)
     return float(math.sqrt(cost[rows, cols].mean()))
-
-
-def paper_scale_w2(w2: float, n: int) -> float:
-    """W2 on the paper's scale: w2 · sqrt(n/2).
-
-    The published code divides the matched sum of squared distances by 2 instead of by the
-    number of points n, so its "W2" is sqrt(Σ/2) = sqrt(n/2) · W2 (31.62 · W2 at n = 2000).
-    """
-    return float(w2) * math.sqrt(n / 2)
-
-
-# -- LL on the 2D product target ------------------------------------------------------------
-def _box_area(low, high) -> float:
-    return float(np.prod(np.asarray(high) - np.asarray(low)))
-
-
-#: The extended bar factor: inside the bar, and on the rest of the outer box.
-BAR_DENSITY_INSIDE = (1 - OUTER_MASS) / _box_area(BAR_LOW, BAR_HIGH)  # 0.99 / 0.8
-BAR_DENSITY_OUTSIDE = OUTER_MASS / (_box_area(OUTER_LOW, OUTER_HIGH)
-                                    - _box_area(BAR_LOW, BAR_HIGH))  # 0.01 / (4·1.1² − 0.8)
-
-
-def _gaussian_box_mass(means: np.ndarray, std: float, low, high) -> np.ndarray:
-    """P(N(μ_k, std² I) ∈ [low, high]) = ∏_i [Φ((high_i − μ_ki)/std) − Φ((low_i − μ_ki)/std)]."""
-    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
-    return np.prod(ndtr((high - means) / std) - ndtr((low - means) / std), axis=-1)
-
-
-@functools.lru_cache(maxsize=None)
-def product2d_log_normaliser() -> float:
-    """log c, c = ∫ ring(x) b(x) dx with b the extended bar factor, from normal CDFs.
-
-    c = (1/8) Σ_k [(b_in − b_out) P_k(bar) + b_out P_k(outer box)], where P_k(B) is the mass
-    of the k-th ring Gaussian in the box B. c ≈ 0.311232, log c ≈ −1.167218.
-    """
-    means = RING_MEANS.numpy()
-    in_bar = _gaussian_box_mass(means, RING_STD, BAR_LOW, BAR_HIGH)
-    in_outer = _gaussian_box_mass(means, RING_STD, OUTER_LOW, OUTER_HIGH)
-    c = np.mean((BAR_DENSITY_INSIDE - BAR_DENSITY_OUTSIDE) * in_bar
-                + BAR_DENSITY_OUTSIDE * in_outer)
-    return float(math.log(c))
-
-
-def product2d_log_density(x) -> np.ndarray:
-    """Normalised log-density of the 2D product target with the extended bar, at each row of x.
-
-    log p(x) = log ring(x) + log b(x) − log c, with
-        ring(x) = (1/8) Σ_k N(x; μ_k, 0.03² I),
-        b(x) = 0.99/0.8 on the bar [−0.2, 0.2] × [−1, 1],
-               0.01/(4·1.1² − 0.8) on the rest of (−1.1, 1.1)², 0 beyond,
-    and c = `exp(product2d_log_normaliser())`.
-
-    Args:
-        x: (N, 2) tensor or array.
-    Returns:
-        float64 array (N,); −inf outside (−1.1, 1.1)², nan where x has a nan.
-    """
-    x = _as_points(x, "x")
-    if x.shape[1] != 2:
-        raise ValueError(f"x: expected shape (N, 2), got {x.shape}")
-    means = RING_MEANS.numpy()
-    sq = ((x[:, None, :] - means[None, :, :]) ** 2).sum(-1)
-    log_ring = (logsumexp(-sq / (2 * RING_STD ** 2), axis=1) - math.log(len(means))
-                - math.log(2 * math.pi * RING_STD ** 2))
-    inside_bar = np.all((x >= BAR_LOW) & (x <= BAR_HIGH), axis=1)
-    inside_outer = np.all((x > OUTER_LOW) & (x < OUTER_HIGH), axis=1)
-    with np.errstate(divide="ignore"):
-        log_bar = np.where(inside_bar, math.log(BAR_DENSITY_INSIDE),
-                           np.where(inside_outer, math.log(BAR_DENSITY_OUTSIDE), -np.inf))
-    out = log_ring + log_bar - product2d_log_normaliser()
-    out[np.isnan(x).any(axis=1)] = np.nan
-    return out
-
-
-def log_likelihood(samples) -> float:
-    """LL: the mean of `product2d_log_density` over the samples (N, 2); −inf if any falls
-    outside (−1.1, 1.1)², nan if any is nan."""
-    return float(np.mean(product2d_log_density(samples)))
-
-
-def paper_scale_ll(ll: float) -> float:
-    """LL on the paper's scale: ll − 6.1916.
-
-    The published code adds the Gaussian's log-normaliser with the wrong sign, which lowers its
-    LL by the same constant for every sampler.
-    """
-    return float(ll) - PAPER_LL_OFFSET
 
 
 # -- GMM ------------------------------------------------------------------------------------
@@ -184,7 +89,7 @@ def gmm_metric(samples, reference, random_state: int = 0, n_components: int = 2)
     """
     from sklearn.mixture import GaussianMixture
 
-    x, y = _as_points(samples, "samples"), _as_points(reference, "reference")
+    x, y = as_points(samples, "samples"), as_points(reference, "reference")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"reference: dimension {y.shape[1]} differs from the samples' "
                          f"{x.shape[1]}")
@@ -271,7 +176,7 @@ def frechet_distance(features_a, features_b) -> float:
     Returns:
         d² ≥ 0 (up to rounding) as a float; nan if either set has a non-finite value.
     """
-    a, b = _as_points(features_a, "features_a"), _as_points(features_b, "features_b")
+    a, b = as_points(features_a, "features_a"), as_points(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"features_b: dimension {b.shape[1]} differs from features_a's {a.shape[1]}")
     if a.shape[0] < 2 or b.shape[0] < 2:

@@ -39,7 +39,7 @@ from .compiler import Target
 from .kernels import HMC, MALA, RandomWalkMH
 from .kernels.base import Kernel
 from .sampler import sample
-from .stepsize import PowerLaw
+from .kernels.stepsize import PowerLaw
 
 #: Acceptance bands by kernel class name.
 BANDS = {"MALA": (0.55, 0.85), "HMC": (0.6, 0.9), "RandomWalkMH": (0.15, 0.5)}

@@ -10,7 +10,7 @@ compositions with it integrate Δ along a path.
 All on the cosine schedule with T = 100. Every top-level component is bound by its name.
 """
 import compose
-from compose.experiments.product2d_target import BAR_HIGH, BAR_LOW, RING_MEANS, RING_STD
+from compose.experiments.product2d.target import BAR_HIGH, BAR_LOW, RING_MEANS, RING_STD
 
 schedule = compose.Schedule.cosine(100)
 

@@ -6,9 +6,9 @@ at the last levels. Run: python examples/product2d_mala_check.py (about a minute
 """
 import torch
 import compose
-from compose.demo import product_components
-from compose.experiments.product2d_target import in_bar
-from compose.metrics import log_likelihood
+from compose.experiments.product2d.demo import product_components
+from compose.experiments.product2d.target import in_bar
+from compose.experiments.product2d.likelihood import log_likelihood
 
 torch.set_num_threads(1)
 schedule = compose.Schedule.cosine(100)

@@ -10,12 +10,13 @@ import torch
 import compose
 from compose import metrics
 from compose.components import Classifier, EnergyModel, ScoreModel
-from compose.data import IMAGE_SHAPE, digits_split, image_sampler, load_digit_images
-from compose.experiments import digits
-from compose.training import load_checkpoint, predict_noise, save_checkpoint
+from compose.experiments.digits import experiment as digits
+from compose.models.checkpoints import load_checkpoint, save_checkpoint
+from compose.models.classifier_training import classifier_accuracy, train_classifier
+from compose.models.data import IMAGE_SHAPE, digits_split, image_sampler, load_digit_images
+from compose.models.training import predict_noise
+from compose.models.unet import DigitClassifier, NoisyClassifier, SmallUNet
 from compose.tuning import BANDS, acceptance_of, tune_step_size
-from compose.unet import (DigitClassifier, NoisyClassifier, SmallUNet, classifier_accuracy,
-                          train_classifier)
 
 T = 10
 

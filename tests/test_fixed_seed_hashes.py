@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import compose
-from compose.unet import NoisyClassifier, SmallUNet
+from compose.models.unet import NoisyClassifier, SmallUNet
 
 T = 8
 N = 64

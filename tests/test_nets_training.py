@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from compose.nets import ResidualMLP
+from compose.models.checkpoints import load_checkpoint, save_checkpoint
+from compose.models.nets import ResidualMLP
+from compose.models.training import TrainResult, plot_loss_curve, predict_noise, train_diffusion
 from compose.schedule import Schedule
-from compose.training import (TrainResult, load_checkpoint, plot_loss_curve, predict_noise,
-                              save_checkpoint, train_diffusion)
 
 T = 20
 MU = torch.tensor([1.0, -0.5])

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from compose.components import EnergyModel
-from compose.experiments import product2d as p2d
-from compose.nets import ResidualMLP
+from compose.experiments.product2d import experiment as p2d
+from compose.models.nets import ResidualMLP
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ..compiler import Evaluation, Target
-from ..stepsize import StepSizeSpec, check_step_size, per_level
+from .stepsize import StepSizeSpec, check_step_size, per_level
 
 
 @dataclass
@@ -90,6 +90,11 @@ class Kernel(MCMCKernel):
     def evaluations_per_step(self, target: Target) -> Tuple[int, int]:
         """(evaluations of every term per step, extra evaluations of each score-only term)."""
         raise NotImplementedError
+
+    def integration_path(self, target: Target) -> str:
+        """The path Δ is integrated along for this kernel: the straight line x → x'. Kernels
+        that move along a leapfrog curve (HMC) follow `target.path` instead."""
+        return "line"
 
     @property
     def name(self) -> str:

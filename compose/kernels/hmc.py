@@ -21,10 +21,10 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 
-from ..compiler import Evaluation, Target
+from ..compiler import Target
 from . import mh
 from .base import ChainState, Kernel, StepInfo
-from ..stepsize import StepSizeSpec
+from .stepsize import StepSizeSpec
 
 MassSpec = Union[float, torch.Tensor, Callable[[int], Union[float, torch.Tensor]]]
 
@@ -130,6 +130,9 @@ class HMC(Kernel):
         new_state = ChainState(mh.select(accepted, x_end, x), there.where(accepted, here),
                                mh.select(accepted, v_end, v_rejected))
         return new_state, StepInfo(accepted, delta, divergent)
+
+    def integration_path(self, target):
+        return target.path
 
     def evaluations_per_step(self, target):
         if not self.adjusted:

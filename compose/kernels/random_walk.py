@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from . import mh
 from .base import ChainState, Kernel, StepInfo
-from ..stepsize import StepSizeSpec
+from .stepsize import StepSizeSpec
 
 
 class RandomWalkMH(Kernel):

@@ -18,12 +18,13 @@ from typing import List, Optional
 
 import torch
 
-from . import compile as compile_target
-from . import components, kernels, sampler
-from .experiments import product2d_target as geometry
-from .experiments.reporting import scatter_row
-from .metrics import log_likelihood, wasserstein2
-from .schedule import Schedule
+from ... import components, kernels, sampler
+from ...compiler import compile as compile_target
+from ...metrics import wasserstein2
+from ...schedule import Schedule
+from ..reporting import scatter_row
+from . import target as geometry
+from .likelihood import log_likelihood
 
 SAMPLERS = [
     # name, kernel, compile options, reverse step

@@ -7,7 +7,7 @@ and run, the evaluations per chain of each term (per MCMC step, per level, per s
 batch shape of every call the term's network receives. `str(plan)` is a readable tree,
 `plan.to_dict()` the same as JSON-serialisable data.
 
-Counting (SPEC section 9; what `compose.sample` does):
+Counting (what `compose.sample` does; docs/sampler.md):
 
     per level   init + K · (1 or L) + reverse     point evaluations of every term
                 K · extra                         integration points of each score-only term
@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Tuple
 
-from .expr import format_number
+from ..expr import format_number
+from .terms import MixtureDensity
 
 _KIND_TEXT = {
     "score": "score model",
@@ -184,9 +185,8 @@ def _per(counts, kernel) -> str:
 
 
 def _kernel_path(target, kernel) -> str:
-    """The path a kernel integrates along: only HMC follows its leapfrog curve."""
-    from .kernels import HMC
-    return "curve" if isinstance(kernel, HMC) and target.path == "curve" else "line"
+    """The path the kernel integrates Δ along (it says so itself: only HMC has a curve)."""
+    return kernel.integration_path(target)
 
 
 def _delta_text(term, path: str, points: int) -> str:
@@ -204,7 +204,6 @@ def _points(n: int, what: str) -> str:
 
 
 def _plan_term(term, path: str, points: int) -> PlanTerm:
-    from .compiler import MixtureDensity
     if isinstance(term.source, MixtureDensity):
         branches = [_plan_term(t, path, points) for branch in term.source.branches for t in branch]
         return PlanTerm(term.label, term.weight, "mixture", _EXACT_TEXT["mixture"], branches)

@@ -90,10 +90,3 @@ class ResidualMLP(nn.Module):
         for block in self.blocks:
             h = block(h, e)
         return self.out(h)
-
-
-from .unet import DigitClassifier, NoisyClassifier, SmallUNet  # noqa: E402  (8×8 image networks)
-
-#: Architectures a checkpoint may name, by class name.
-ARCHITECTURES = {"ResidualMLP": ResidualMLP, "SmallUNet": SmallUNet,
-                 "NoisyClassifier": NoisyClassifier, "DigitClassifier": DigitClassifier}

@@ -40,13 +40,15 @@ from compose.experiments.reporting import format_mean_std, mean_std, scatter_row
 
 import compose
 from compose import metrics
+from compose.experiments.product2d import likelihood
 from compose.components import Component, EnergyModel, GaussianMixture, ScoreModel, UniformBox
-from compose.experiments.product2d_target import (BAR_HIGH, BAR_LOW, RING_MEANS, RING_STD,
+from compose.experiments.product2d.target import (BAR_HIGH, BAR_LOW, RING_MEANS, RING_STD,
                                                   exact_product_samples)
 from compose.kernels import Kernel
-from compose.nets import ResidualMLP
+from compose.models.nets import ResidualMLP
 from compose.schedule import Schedule
-from compose.training import load_checkpoint, plot_loss_curve, save_checkpoint, train_diffusion
+from compose.models.checkpoints import load_checkpoint, save_checkpoint
+from compose.models.training import plot_loss_curve, train_diffusion
 
 BLOCKS = ("oracle", "score", "energy")
 PARAMETERISATIONS = ("score", "energy")
@@ -367,10 +369,10 @@ def run_sampler(spec: SamplerSpec, components: Tuple[Component, Component],
 def score_samples(samples: torch.Tensor, reference: torch.Tensor) -> Dict[str, float]:
     """{ll, ll_paper, w2, w2_paper, gmm} of samples (N, 2) against N exact samples `reference`."""
     reference = reference[: samples.shape[0]]
-    ll = metrics.log_likelihood(samples)
+    ll = likelihood.log_likelihood(samples)
     w2 = metrics.wasserstein2(samples, reference)
-    return {"ll": ll, "ll_paper": metrics.paper_scale_ll(ll), "w2": w2,
-            "w2_paper": metrics.paper_scale_w2(w2, samples.shape[0]),
+    return {"ll": ll, "ll_paper": likelihood.paper_scale_ll(ll), "w2": w2,
+            "w2_paper": likelihood.paper_scale_w2(w2, samples.shape[0]),
             "gmm": metrics.gmm_metric(samples, reference)}
 
 

@@ -7,7 +7,7 @@ Their normalised product is the ring restricted to the bar: the two modes at (0,
 
 For the LL metric the bar is extended so that a fraction OUTER_MASS = 1% of its mass lies
 uniformly on the rest of the box [OUTER_LOW, OUTER_HIGH] = (−1.1, 1.1)²; see
-`compose.metrics.product2d_log_density`.
+`compose.experiments.product2d.likelihood.product2d_log_density`.
 """
 from __future__ import annotations
 

@@ -1,17 +1,12 @@
-"""Compile an expression tree into a target: a composed score field and a Δ evaluator.
+"""The compiled target: the composed score and the pseudo-energy difference Δ.
 
-A composition is flattened into weighted terms,
-
-    log π_t(x) = Σ_i w_i log p^i_t(x)            (products, quotients, powers, guidance),
-
-where each term either has a log-density (analytic, energy, classifier, or a mixture of such)
-or only a score (score models). The target evaluates, at a batch of points,
+The target evaluates, at a batch of points,
 
     score           Σ_i w_i s^i_t(x)                        the full composed score,
     implicit_score  Σ_{i score-only} w_i s^i_t(x)           the part with no log-density,
     log_density     Σ_{i exact} w_i log p^i_t(x)            the exactly known part,
 
-and the pseudo-energy difference (SPEC section 3)
+and the pseudo-energy difference (docs/delta.md)
 
     Δ(x → x') = [log_density(x') − log_density(x)] + ∫_γ implicit_score · dγ,
 
@@ -21,45 +16,19 @@ every weight, the guidance scale included, enters both through the same term.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..expr import Expr
+from ..schedule import Schedule
 from . import quadrature
-from .components import Component
-from .errors import CompositionError
-from .expr import Expr, Guidance, Leaf, Mixture, Power, Product, Quotient, as_expr
-from .schedule import Schedule
+from .plan import Plan
+from .terms import MixtureDensity, Term
 
 PATHS = ("line", "curve")
-
-
-# -- terms ------------------------------------------------------------------------------------
-@dataclass
-class Term:
-    """One weighted summand w · log p of the composition.
-
-    Attributes:
-        label: how plans and diagnostics name it, e.g. ``p(class=7)`` or ``clf[class=7]``.
-        weight: w, after multiplying through nesting and guidance scales.
-        source: the component, or a `MixtureDensity`.
-        conditions: passed to the component's network.
-        method: "analytic", "energy", "classifier", "mixture" (exact) or "score" (integrated).
-    """
-
-    label: str
-    weight: float
-    source: Any
-    conditions: Tuple = ()
-    method: str = "score"
-
-    @property
-    def exact(self) -> bool:
-        return self.method != "score"
 
 
 class EvaluationCounter:
@@ -81,33 +50,6 @@ class EvaluationCounter:
         self.calls.clear()
 
 
-class MixtureDensity:
-    """Equal-weight mixture of exact branches: log π = logsumexp_b log π_b − log B.
-
-    Each branch is a list of exact terms whose weighted log-densities add. The score is the
-    responsibility-weighted sum of the branch scores, consistent with the log-density (the
-    1/σ_t of each energy branch applies inside its own term, before the logsumexp).
-    """
-
-    def __init__(self, branches: List[List[Term]]):
-        self.branches = branches
-
-    def log_density_and_score(self, x, t, counter, evaluate_term):
-        logs, scores = [], []
-        for branch in self.branches:
-            log_p, score = 0.0, 0.0
-            for term in branch:
-                lp, s = evaluate_term(term, x, t)
-                log_p, score = log_p + term.weight * lp, score + term.weight * s
-            logs.append(log_p)
-            scores.append(score)
-        logs = torch.stack(logs)                                          # (B, N)
-        resp = torch.softmax(logs, dim=0)
-        score = sum(resp[b].reshape((-1,) + (1,) * (x.dim() - 1)) * scores[b] for b in range(len(scores)))
-        return torch.logsumexp(logs, dim=0) - math.log(len(self.branches)), score
-
-
-# -- evaluations at points -------------------------------------------------------------------
 @dataclass
 class Evaluation:
     """What the target knows at a batch of points (N chains, one level).
@@ -131,7 +73,6 @@ class Evaluation:
                           pick(self.log_density, other.log_density))
 
 
-# -- the compiled target ---------------------------------------------------------------------
 class Target:
     """A compiled composition: `score`, `log_ratio`, `log_ratio_curve`, `evaluate`, and `plan`.
 
@@ -157,14 +98,12 @@ class Target:
         return self.schedule.T
 
     @property
-    def plan(self):
-        from .plan import Plan
+    def plan(self) -> Plan:
         return Plan.from_target(self)
 
     def plan_for(self, kernel, steps_per_level: int = 10, num_samples: int = 1,
                  reverse_step: bool = False, device="cpu"):
         """The plan with evaluation counts per step and per sample for one kernel and run."""
-        from .plan import Plan
         return Plan.for_kernel(self, kernel, steps_per_level, num_samples, reverse_step, device)
 
     def labels(self) -> List[str]:
@@ -317,127 +256,3 @@ class Target:
 
     def __repr__(self) -> str:
         return f"Target({str(self.expr)!r}, path={self.path!r}, points={self.points})"
-
-
-# -- compilation ------------------------------------------------------------------------------
-def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", points: int = 0,
-            chunk_rows: Optional[int] = None, **more) -> Target:
-    """Compile a composition into a `Target`.
-
-    Args:
-        expr: an expression (or a component, or a composition string with `components`).
-        path: "line" (straight line x → x') or "curve" (HMC leapfrog path) for Δ of
-            score-only terms.
-        points: interior quadrature nodes per straight piece (n in LA-n-line; m per leapfrog
-            segment for the curve).
-        chunk_rows: most rows per call of a score-only network. None: chain batches whole, and
-            integration points in one call per term on accelerators, one point per call on CPU.
-        components, **more: name → component bindings when `expr` is a string.
-    Returns:
-        a Target with `score`, `evaluate`, `log_ratio`, `log_ratio_curve` and `plan`.
-    """
-    if isinstance(expr, str):
-        from .language import parse
-        mapping = dict(components or {})
-        mapping.update(more)
-        expr = parse(expr, mapping)
-    elif components or more:
-        raise ValueError("components: bindings are only used when expr is a composition string")
-    expr = as_expr(expr)
-    if path not in PATHS:
-        raise ValueError(f"path: must be one of {', '.join(PATHS)}, got {path!r}")
-    if isinstance(points, bool) or not isinstance(points, numbers.Integral) or points < 0:
-        raise ValueError(f"points: number of interior integration points must be an integer ≥ 0, got {points!r}")
-    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral)
-                                   or chunk_rows < 1):
-        raise ValueError(f"chunk_rows: must be None or an integer ≥ 1, got {chunk_rows!r}")
-
-    terms = _merge(_flatten(expr, 1.0))
-    if not terms:
-        raise CompositionError(f"'{expr}': every weight cancels, nothing is left to sample")
-    sources = _leaf_components(terms)
-    schedule = sources[0].schedule
-    for c in sources[1:]:
-        if not c.schedule.same_as(schedule):
-            raise ValueError(f"schedule: components '{sources[0].name}' ({schedule!r}) and "
-                             f"'{c.name}' ({c.schedule!r}) use different noise schedules")
-    shapes = {c.name: c.event_shape for c in sources if c.event_shape is not None}
-    event_shape = None
-    for name, shape in shapes.items():
-        if event_shape is None:
-            event_shape, first = shape, name
-        elif shape != event_shape:
-            raise ValueError(f"event_shape: components '{first}' {event_shape} and '{name}' {shape} "
-                             "have different sample shapes")
-    return Target(expr, terms, schedule, event_shape, path, int(points), chunk_rows)
-
-
-def _flatten(expr: Expr, weight: float) -> List[Term]:
-    """Weighted terms of log π: weights multiply through powers, quotients and guidance."""
-    if not math.isfinite(weight):
-        raise CompositionError(f"'{expr}': weight overflows to {weight}")
-    if isinstance(expr, Leaf):
-        component = expr.component
-        if component is None:
-            raise CompositionError(f"name '{expr.name}' is not bound to a component", span=expr.span)
-        if not isinstance(component, Component):
-            raise CompositionError(f"'{expr.name}' is bound to a {type(component).__name__}, not a component")
-        if component.is_classifier:
-            raise CompositionError(f"'{expr.name}' is a classifier: use it in guidance (| {component.variable}=...)")
-        method = component.kind if component.has_log_density else "score"
-        return [Term(str(expr), weight, component, expr.conditions, method)]
-    if isinstance(expr, Product):
-        return _flatten(expr.left, weight) + _flatten(expr.right, weight)
-    if isinstance(expr, Quotient):
-        return _flatten(expr.left, weight) + _flatten(expr.right, -weight)
-    if isinstance(expr, Power):
-        return _flatten(expr.base, weight * expr.exponent)
-    if isinstance(expr, Guidance):
-        terms = _flatten(expr.expr, weight)
-        for condition in expr.conditions:
-            clf = condition.classifier
-            if clf is None or not getattr(clf, "is_classifier", False):
-                raise CompositionError(f"guidance on '{condition.variable}' needs a classifier bound to "
-                                       f"'{condition.variable}'", span=condition.span)
-            terms.append(Term(f"{clf.name}[{condition}]", weight * expr.scale, clf,
-                              ((condition.variable, condition.value),), "classifier"))
-        return terms
-    if isinstance(expr, Mixture):
-        branches = []
-        for branch in expr.components:
-            branch_terms = _merge(_flatten(branch, 1.0))
-            for term in branch_terms:
-                if not term.exact:
-                    raise CompositionError(
-                        f"mixture needs log-densities: '{term.label}' is a score-only component; "
-                        "use analytic or energy components in a mixture")
-            branches.append(branch_terms)
-        return [Term(f"mixture({expr})", weight, MixtureDensity(branches), (), "mixture")]
-    raise CompositionError(f"cannot compile a {type(expr).__name__}")
-
-
-def _merge(terms: List[Term]) -> List[Term]:
-    """Sum the weights of repeated (component, conditions) pairs; drop terms of weight 0."""
-    merged: "OrderedDict[Tuple, Term]" = OrderedDict()
-    for term in terms:
-        key = (id(term.source), term.conditions)
-        if key in merged:
-            merged[key].weight += term.weight
-        else:
-            merged[key] = Term(term.label, term.weight, term.source, term.conditions, term.method)
-    labels = {}
-    for term in merged.values():
-        if term.label in labels and labels[term.label] is not term.source:
-            raise CompositionError(f"name '{term.label}' refers to two different components")
-        labels[term.label] = term.source
-    return [t for t in merged.values() if t.weight != 0.0]
-
-
-def _leaf_components(terms: List[Term]) -> List[Component]:
-    out = []
-    for term in terms:
-        if isinstance(term.source, MixtureDensity):
-            out.extend(_leaf_components([t for branch in term.source.branches for t in branch]))
-        else:
-            out.append(term.source)
-    return out

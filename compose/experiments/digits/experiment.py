@@ -60,14 +60,15 @@ from torch import nn
 import compose
 from compose import metrics
 from compose.components import Classifier, EnergyModel, ScoreModel
-from compose.data import IMAGE_SHAPE, NUM_CLASSES, DigitsSplit, digits_split
+from compose.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsSplit, digits_split
 from compose.kernels import Kernel
 from compose.schedule import Schedule
-from compose.stepsize import PowerLaw
-from compose.training import load_checkpoint, save_checkpoint, train_diffusion
+from compose.kernels.stepsize import PowerLaw
+from compose.models.checkpoints import load_checkpoint, save_checkpoint
+from compose.models.training import train_diffusion
+from compose.models.classifier_training import classifier_accuracy, train_classifier
+from compose.models.unet import DigitClassifier, NoisyClassifier, SmallUNet
 from compose.tuning import TuningResult, tune_step_size
-from compose.unet import (DigitClassifier, NoisyClassifier, SmallUNet, classifier_accuracy,
-                          train_classifier)
 
 PARAMETERISATIONS = ("score", "energy")
 SAMPLER_NAMES = ("Reverse", "U-LA", "LA-8-line", "U-HMC", "HMC-3-curve")

@@ -8,7 +8,7 @@ from typing import Callable, Sequence, Union
 
 import torch
 
-from .schedule import Schedule
+from ..schedule import Schedule
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""The base class of composition leaves and how conditions reach a network.
+
+A component is a noised density family p_t over levels t = 1..T: it gives the score
+s_t(x) = ∇ log p_t(x) of a batch x of shape (N, *event_shape) and, when it knows one, log p_t(x)
+up to a constant. Python operators on components build expression trees (compose.expr).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..expr import Condition, ConditionValue, Expr, Leaf, as_expr
+from ..schedule import Schedule
+
+Conditions = Tuple[Tuple[str, ConditionValue], ...]
+_names = itertools.count(1)
+
+
+class Component(nn.Module):
+    """Base class of composition leaves; Python operators build expression trees from it.
+
+    Subclasses implement `score` and, when `has_log_density`, `log_density_and_score`.
+    """
+
+    has_log_density: bool = False
+    is_classifier: bool = False
+    kind: str = "component"
+
+    def __init__(self, schedule: Schedule, name: Optional[str] = None,
+                 event_shape: Optional[Sequence[int]] = None):
+        super().__init__()
+        if not isinstance(schedule, Schedule):
+            raise ValueError(f"schedule: expected a compose.Schedule, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.name = name if name is not None else f"{self._default_prefix}{next(_names)}"
+        self.event_shape = None if event_shape is None else tuple(int(d) for d in event_shape)
+
+    _default_prefix = "p"
+
+    # -- the interface -----------------------------------------------------------------
+    def score(self, x: torch.Tensor, t: int, conditions: Conditions = ()) -> torch.Tensor:
+        """∇_x log p_t(x) for a batch x of shape (N, *event_shape); returns the shape of x."""
+        raise NotImplementedError
+
+    def log_density_and_score(self, x: torch.Tensor, t: int,
+                              conditions: Conditions = ()) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(log p_t(x) up to a constant, of shape (N,); the score, of the shape of x)."""
+        raise TypeError(f"{self.name}: a {type(self).__name__} has no log-density")
+
+    def log_density(self, x: torch.Tensor, t: int, conditions: Conditions = ()) -> torch.Tensor:
+        """log p_t(x) up to a constant, shape (N,)."""
+        return self.log_density_and_score(x, t, conditions)[0]
+
+    # -- composition -------------------------------------------------------------------
+    def as_leaf(self) -> Leaf:
+        return Leaf(self.name, self)
+
+    def given(self, conditions: Optional[Mapping[str, ConditionValue]] = None,
+              **more: ConditionValue) -> Leaf:
+        """This component conditioned, e.g. ``p.given({"class": 7})`` (classifier-free guidance)."""
+        return self.as_leaf().given(conditions, **more)
+
+    def __mul__(self, other): return self.as_leaf() * other
+    def __rmul__(self, other): return as_expr(other) * self.as_leaf()
+    def __truediv__(self, other): return self.as_leaf() / other
+    def __rtruediv__(self, other): return as_expr(other) / self.as_leaf()
+    def __pow__(self, exponent): return self.as_leaf() ** exponent
+    def __add__(self, other): return self.as_leaf() + other
+    def __radd__(self, other): return as_expr(other) + self.as_leaf()
+    def __or__(self, conditions): return self.as_leaf() | conditions
+
+    def guide(self, *conditions: Condition, scale: float = 1.0) -> Expr:
+        return self.as_leaf().guide(*conditions, scale=scale)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, schedule={self.schedule!r}"
+
+    # -- helpers for subclasses ---------------------------------------------------------
+    def _level(self, t: int, allow_zero: bool = False) -> int:
+        return self.schedule.check_level(t, allow_zero=allow_zero)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"x: expected a tensor of shape (N, ...), got {type(x).__name__}")
+        if self.event_shape is not None and tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"x: {self.name} expects shape (N, {', '.join(map(str, self.event_shape))})"
+                             f", got {tuple(x.shape)}")

@@ -1,0 +1,183 @@
+"""Components defined by networks: score (ε-prediction), energy and classifier models.
+
+==================  ===============  ==========================================================
+class               log-density      score
+==================  ===============  ==========================================================
+``ScoreModel``      none             −ε_θ(x, t) / σ_t
+``EnergyModel``     −g_θ / σ_t       −∇g_θ / σ_t,  g_θ = ‖f_θ(x, t) − x‖²
+``Classifier``      log p_t(y | x)   ∇ log p_t(y | x)   (guidance only, not a factor)
+==================  ===============  ==========================================================
+
+Networks are called as ``net(x, t)`` with t an int64 tensor of shape (N,) holding the level,
+plus keyword tensors for conditions (``net(x, t, **{"class": y})``) when a leaf is
+conditioned, as in classifier-free guidance. Score-only components are integrated along a
+path for Δ (docs/delta.md).
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..expr import Condition, ConditionValue
+from ..schedule import Schedule
+from .analytic import AnalyticComponent, ExactNoisePrediction
+from .base import Component, Conditions
+
+
+def _condition_tensors(conditions: Conditions, n: int, device) -> dict:
+    """Condition values as keyword tensors of shape (n,): int64 for ints, float32 for floats."""
+    out = {}
+    for variable, value in conditions:
+        if isinstance(value, str):
+            out[variable] = value
+        elif isinstance(value, numbers.Integral):
+            out[variable] = torch.full((n,), int(value), dtype=torch.long, device=device)
+        else:
+            out[variable] = torch.full((n,), float(value), device=device)
+    return out
+
+
+def _levels(x: torch.Tensor, t: int) -> torch.Tensor:
+    return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+
+class NetworkComponent(Component):
+    """A component defined by a network ``net(x, t)`` trained with `schedule`.
+
+    Args:
+        net: the network (a module or any callable).
+        schedule: the schedule the network was trained with.
+        name: identifier in plans and expression strings.
+        event_shape: shape of one sample, if known (checked against inputs).
+    """
+
+    def __init__(self, net: nn.Module, schedule: Schedule, name: Optional[str] = None,
+                 event_shape: Optional[Sequence[int]] = None):
+        super().__init__(schedule, name, event_shape)
+        if not callable(net):
+            raise ValueError(f"net: expected a callable network, got {type(net).__name__}")
+        self.net = net
+
+
+class ScoreModel(NetworkComponent):
+    """An ε-prediction network: score −ε_θ(x, t)/σ_t, no log-density (SPEC section 1).
+
+    The network is called as ``net(x, t)`` and returns ε̂ of the shape of x.
+    """
+
+    kind = "score"
+    _default_prefix = "score_model"
+
+    def noise_prediction(self, x: torch.Tensor, t: int, conditions: Conditions = ()) -> torch.Tensor:
+        """ε_θ(x, t), shape of x."""
+        eps = self.net(x, _levels(x, t), **_condition_tensors(conditions, x.shape[0], x.device))
+        if eps.shape != x.shape:
+            raise ValueError(f"{self.name}: network returned shape {tuple(eps.shape)} for input "
+                             f"{tuple(x.shape)}; an ε-prediction must match the input")
+        return eps
+
+    def score(self, x, t, conditions=()):
+        t = self._level(t)
+        self._check_input(x)
+        return self.noise_prediction(x, t, conditions) * (-1.0 / self.schedule.sigma(t))
+
+    @classmethod
+    def from_analytic(cls, component: "AnalyticComponent", name: Optional[str] = None) -> "ScoreModel":
+        """A score-only view of an analytic component: its exact ε = −σ_t ∇ log p_t.
+
+        The result has no log-density, so compositions with it integrate the score along a path:
+        the oracle for testing line and curve integration against exact differences.
+        """
+        if not isinstance(component, AnalyticComponent):
+            raise ValueError(f"component: expected an analytic component, got {type(component).__name__}")
+        return cls(ExactNoisePrediction(component), component.schedule,
+                   name=name or f"{component.name}_score", event_shape=component.event_shape)
+
+
+class EnergyModel(NetworkComponent):
+    """Energy parameterisation (R3, the paper's eq. 21): g = ‖f_θ(x, t) − x‖², ε = ∇_x g.
+
+    log p_t(x) = −g(x, t)/σ_t + const and score −∇g/σ_t, both from one forward and one
+    backward pass. The network f is called as ``net(x, t)`` and returns the shape of x.
+    """
+
+    kind = "energy"
+    has_log_density = True
+    _default_prefix = "energy_model"
+
+    def energy_and_noise(self, x: torch.Tensor, t: int, conditions: Conditions = (),
+                         create_graph: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(g(x, t) of shape (N,), ε = ∇_x g of the shape of x)."""
+        with torch.enable_grad():
+            xg = x if create_graph else x.detach().requires_grad_(True)
+            f = self.net(xg, _levels(x, t), **_condition_tensors(conditions, x.shape[0], x.device))
+            if f.shape != x.shape:
+                raise ValueError(f"{self.name}: network returned shape {tuple(f.shape)} for input "
+                                 f"{tuple(x.shape)}; an energy network f must match the input")
+            g = (f - xg).pow(2).flatten(1).sum(1)
+            (eps,) = torch.autograd.grad(g.sum(), xg, create_graph=create_graph)
+        return (g, eps) if create_graph else (g.detach(), eps.detach())
+
+    def log_density_and_score(self, x, t, conditions=()):
+        t = self._level(t)
+        self._check_input(x)
+        g, eps = self.energy_and_noise(x, t, conditions)
+        inv_sigma = 1.0 / self.schedule.sigma(t)
+        return g * -inv_sigma, eps * -inv_sigma
+
+    def score(self, x, t, conditions=()):
+        return self.log_density_and_score(x, t, conditions)[1]
+
+
+class Classifier(NetworkComponent):
+    """A noise-level-aware classifier p_t(y | x_t) for classifier guidance.
+
+    Args:
+        net: module called as ``net(x, t)`` returning logits of shape (N, num_classes).
+        schedule: the schedule it was trained with.
+        variable: the condition it predicts, as written in guidance (``| class=7``).
+    """
+
+    kind = "classifier"
+    has_log_density = True
+    is_classifier = True
+    _default_prefix = "classifier"
+
+    def __init__(self, net: nn.Module, schedule: Schedule, variable: str = "class",
+                 name: Optional[str] = None, event_shape: Optional[Sequence[int]] = None):
+        super().__init__(net, schedule, name, event_shape)
+        self.variable = variable
+
+    def condition(self, value: ConditionValue) -> Condition:
+        """The guidance condition ``variable = value`` bound to this classifier."""
+        return Condition(self.variable, value, self)
+
+    def log_prob_and_grad(self, x: torch.Tensor, t: int,
+                          value: ConditionValue) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(log p_t(y = value | x) of shape (N,), its gradient in x)."""
+        t = self._level(t)
+        self._check_input(x)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{self.variable}: a classifier condition takes an integer class, got {value!r}")
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            logits = self.net(xg, _levels(x, t))
+            if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+                raise ValueError(f"{self.name}: network must return logits of shape (N, classes), "
+                                 f"got {tuple(logits.shape)}")
+            if not 0 <= value < logits.shape[1]:
+                raise ValueError(f"{self.variable}: class must be in 0..{logits.shape[1] - 1}, got {value}")
+            log_prob = torch.log_softmax(logits, dim=1)[:, value]
+            (grad,) = torch.autograd.grad(log_prob.sum(), xg)
+        return log_prob.detach(), grad
+
+    def log_density_and_score(self, x, t, conditions=()):
+        values = dict(conditions)
+        if self.variable not in values:
+            raise ValueError(f"{self.name}: classifier needs a value for '{self.variable}'")
+        return self.log_prob_and_grad(x, t, values[self.variable])
+
+    def score(self, x, t, conditions=()):
+        return self.log_density_and_score(x, t, conditions)[1]

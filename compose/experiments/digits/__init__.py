@@ -1,0 +1,1 @@
+"""The digits experiment (docs/experiments.md)."""

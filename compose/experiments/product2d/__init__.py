@@ -1,0 +1,1 @@
+"""The product2d experiment (docs/experiments.md)."""
