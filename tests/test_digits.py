@@ -317,7 +317,7 @@ def test_requested_class_guidance_equals_per_class_guidance():
 
 
 # -- the experiment end to end ----------------------------------------------------------------
-def test_quick_experiment_end_to_end(tmp_path):
+def test_quick_experiment_end_to_end(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     digits.register(parser.add_subparsers(dest="command"))
     out = tmp_path / "digits"
@@ -348,3 +348,9 @@ def test_quick_experiment_end_to_end(tmp_path):
     split = digits_split()
     _, info = digits.train_models(out, digits.QUICK, split, progress=False)
     assert all(entry["reused"] for entry in info)
+    # an unreadable checkpoint counts as absent: that model is retrained, and the run says so
+    eval_path = out / "checkpoints" / "eval.pt"
+    eval_path.write_bytes(eval_path.read_bytes()[:100])
+    _, info = digits.train_models(out, digits.QUICK, split, progress=False)
+    assert [entry["reused"] for entry in info] == [True, True, True, False]
+    assert f"digits: eval: {eval_path}: truncated or damaged" in capsys.readouterr().err

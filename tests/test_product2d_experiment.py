@@ -92,6 +92,26 @@ def test_checkpoints_are_reused_only_when_they_match(tmp_path):
     assert [i["reused"] for i in info4] == [False, False]
 
 
+@pytest.mark.parametrize("damage", [b"", b"not a checkpoint", None], ids=["empty", "text", "truncated"])
+def test_an_unreadable_checkpoint_is_retrained_and_said_so(tmp_path, capsys, damage):
+    settings = dataclasses.replace(p2d.QUICK, train_steps=3, batch_size=16)
+    p2d.train_models(tmp_path, 0, settings, seed=3, parameterisations=("score",), progress=False)
+    path = p2d.checkpoint_path(tmp_path, 0, "ring", "score")
+    with open(path, "rb") as handle:
+        good = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(good[:len(good) // 2] if damage is None else damage)
+    capsys.readouterr()
+    _, info = p2d.train_models(tmp_path, 0, settings, seed=3, parameterisations=("score",),
+                               progress=False)
+    assert [i["reused"] for i in info] == [False, True]
+    err = capsys.readouterr().err
+    assert f"product2d: {path}: " in err and "; retraining" in err
+    _, info = p2d.train_models(tmp_path, 0, settings, seed=3, parameterisations=("score",),
+                               progress=False)
+    assert [i["reused"] for i in info] == [True, True]        # rewritten, readable again
+
+
 def _spec_count(name, T, K, L, exact):
     """Evaluations of each component per sample that SPEC section 9 says are needed."""
     if name == "Reverse":

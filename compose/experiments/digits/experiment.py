@@ -64,7 +64,7 @@ from compose.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsSplit, digits_sp
 from compose.kernels import Kernel
 from compose.schedule import Schedule
 from compose.kernels.stepsize import PowerLaw
-from compose.models.checkpoints import load_checkpoint, save_checkpoint
+from compose.models.checkpoints import read_checkpoint, save_checkpoint
 from compose.models.training import train_diffusion
 from compose.models.classifier_training import classifier_accuracy, train_classifier
 from compose.models.unet import DigitClassifier, NoisyClassifier, SmallUNet
@@ -239,7 +239,7 @@ def load_model(path, schedule: Optional[Schedule], architecture: type,
     Raises ValueError if the schedule differs (`load_checkpoint`), the file holds another
     architecture, or its configuration (image shape, widths, T) differs from `config`.
     """
-    net, _, _ = load_checkpoint(path, schedule)
+    net, _, _, extra = read_checkpoint(path, schedule)
     if type(net) is not architecture:
         raise ValueError(f"{os.fspath(path)}: holds a {type(net).__name__}, expected a "
                          f"{architecture.__name__}")
@@ -247,7 +247,6 @@ def load_model(path, schedule: Optional[Schedule], architecture: type,
         diff = {k: (net.config().get(k), v) for k, v in config.items() if net.config().get(k) != v}
         raise ValueError(f"{os.fspath(path)}: the stored {architecture.__name__} does not match "
                          f"(stored, wanted): {diff}")
-    extra = torch.load(os.fspath(path), map_location="cpu", weights_only=True).get("extra") or {}
     return net, extra
 
 
@@ -292,9 +291,9 @@ def train_models(out_dir, settings: Settings, split: DigitsSplit, seed: int = 0,
                 if {k: extra.get(k) for k in expected} != expected:
                     net = None
                     say(f"  {role}: checkpoint trained differently, retraining")
-            except ValueError as err:
+            except (ValueError, OSError) as err:      # unreadable or another model: absent
                 net = None
-                say(f"  {role}: {err}; retraining")
+                print(f"digits: {role}: {err}; retraining", file=sys.stderr, flush=True)
         reused = net is not None
         if not reused:
             with torch.random.fork_rng(devices=[]):           # the initial weights

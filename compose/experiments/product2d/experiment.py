@@ -47,7 +47,7 @@ from compose.experiments.product2d.target import (BAR_HIGH, BAR_LOW, RING_MEANS,
 from compose.kernels import Kernel
 from compose.models.nets import ResidualMLP
 from compose.schedule import Schedule
-from compose.models.checkpoints import load_checkpoint, save_checkpoint
+from compose.models.checkpoints import read_checkpoint, save_checkpoint
 from compose.models.training import plot_loss_curve, train_diffusion
 
 BLOCKS = ("oracle", "score", "energy")
@@ -239,19 +239,20 @@ def checkpoint_path(out_dir, trial: int, component: str, parameterisation: str) 
 
 
 def _matching_checkpoint(path: str, schedule: Schedule, settings: Settings, parameterisation: str,
-                         expected: dict) -> Optional[torch.nn.Module]:
-    """The stored net if `path` holds a checkpoint of exactly this model and training; else None."""
+                         expected: dict) -> Tuple[Optional[torch.nn.Module], dict]:
+    """(the stored net, its `extra` dict) if `path` holds a checkpoint of exactly this model and
+    training; else (None, {}). An unreadable file counts as absent, and says so on stderr."""
     if not os.path.exists(path):
-        return None
+        return None, {}
     try:
-        net, _, stored_param = load_checkpoint(path, schedule)
-        extra = torch.load(path, map_location="cpu", weights_only=True).get("extra") or {}
-    except (ValueError, RuntimeError, OSError, KeyError):
-        return None
+        net, _, stored_param, extra = read_checkpoint(path, schedule)
+    except (ValueError, OSError) as err:
+        print(f"product2d: {err}; retraining", file=sys.stderr, flush=True)
+        return None, {}
     if (stored_param != parameterisation or net.config() != settings.net_config()
             or {k: extra.get(k) for k in expected} != expected):
-        return None
-    return net
+        return None, {}
+    return net, extra
 
 
 def train_models(out_dir, trial: int, settings: Settings = PAPER, seed: int = 0,
@@ -288,10 +289,9 @@ def train_models(out_dir, trial: int, settings: Settings = PAPER, seed: int = 0,
             model_seed = seed_from(seed, trial, c_index, p_index)
             expected = {"experiment": "product2d", "component": component.name, "trial": trial,
                         "seed": model_seed, "train": settings.train_config()}
-            net = _matching_checkpoint(path, schedule, settings, param, expected)
+            net, stored = _matching_checkpoint(path, schedule, settings, param, expected)
             reused = net is not None
             if reused:
-                stored = torch.load(path, map_location="cpu", weights_only=True)["extra"]
                 losses, seconds = stored.get("losses", []), stored.get("seconds", math.nan)
             else:
                 with torch.random.fork_rng(devices=[]):       # the net's initial weights
