@@ -1,7 +1,8 @@
 """The `compose` command line.
 
     compose plan "<expr>" --components <file.py or module> [--kernel MALA] [--steps K]
-                 [--samples N] [--path line|curve] [--points n] [--reverse-step] [--json]
+                 [--samples N] [--path line|curve] [--points n] [--rule trapezoid|lobatto]
+                 [--reverse-step] [--json]
     compose demo [...]            (compose.demo; its arguments are passed through)
 
 Every subcommand is registered in `commands()`: a name, a help line, a function that adds its
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
 
+from .compiler.quadrature import RULES
 from .errors import CompositionError
 
 #: Exit status for a usage, composition or components-file error (as argparse uses).
@@ -118,6 +120,9 @@ def _configure_plan(parser: argparse.ArgumentParser) -> None:
                         help="integration path for score-only terms (default line)")
     parser.add_argument("--points", type=_count(0), default=0, metavar="n",
                         help="interior integration points per straight piece (default 0)")
+    parser.add_argument("--rule", choices=RULES, default="trapezoid",
+                        help="quadrature rule for score-only terms (default trapezoid; "
+                             "docs/quadrature.md)")
     parser.add_argument("--chunk-rows", type=_count(1), default=None, metavar="R",
                         help="most rows per network call of a score-only term")
     parser.add_argument("--reverse-step", action="store_true",
@@ -130,7 +135,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     bindings = load_components(args.components)
     try:
         target = compile(args.expression, bindings, path=args.path, points=args.points,
-                         chunk_rows=args.chunk_rows)
+                         rule=args.rule, chunk_rows=args.chunk_rows)
     except CompositionError:
         raise
     except ValueError as error:

@@ -7,12 +7,13 @@ from typing import Optional
 from ..errors import CompositionError
 from ..expr import as_expr
 from ..language import parse
+from .quadrature import check_rule
 from .target import PATHS, Target
 from .terms import flatten, leaf_components, merge
 
 
 def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", points: int = 0,
-            chunk_rows: Optional[int] = None, **more) -> Target:
+            chunk_rows: Optional[int] = None, rule: str = "trapezoid", **more) -> Target:
     """Compile a composition into a `Target`.
 
     Args:
@@ -20,7 +21,10 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
         path: "line" (straight line x → x') or "curve" (HMC leapfrog path) for Δ of
             score-only terms.
         points: interior quadrature nodes per straight piece (n in LA-n-line; m per leapfrog
-            segment for the curve).
+            segment for the curve). 0: the trapezoid rule on the end points, for both rules.
+        rule: "trapezoid" (the paper's; nodes j/(n+1), error O(h²)) or "lobatto" (Gauss–Lobatto
+            nodes, exact for integrands of degree 2n + 1 along a piece; docs/quadrature.md).
+            Both reuse the end-point scores and cost the same `points` evaluations.
         chunk_rows: most rows per call of a score-only network. None: chain batches whole, and
             integration points in one call per term on accelerators, one point per call on CPU.
         components, **more: name → component bindings when `expr` is a string.
@@ -41,6 +45,7 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
     if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral)
                                    or chunk_rows < 1):
         raise ValueError(f"chunk_rows: must be None or an integer ≥ 1, got {chunk_rows!r}")
+    check_rule(rule)
 
     terms = merge(flatten(expr, 1.0))
     if not terms:
@@ -59,4 +64,4 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
         elif shape != event_shape:
             raise ValueError(f"event_shape: components '{first}' {event_shape} and '{name}' {shape} "
                              "have different sample shapes")
-    return Target(expr, terms, schedule, event_shape, path, int(points), chunk_rows)
+    return Target(expr, terms, schedule, event_shape, path, int(points), chunk_rows, rule)

@@ -2,7 +2,7 @@
 
 `Plan.from_target(target)` lists each term of the composition with its effective weight and
 how its share of Δ is obtained (exact energy, analytic, classifier, mixture, or line/curve
-integration with n points). `target.plan_for(kernel, K, N, reverse_step)` adds, for one kernel
+integration with n points by the trapezoid or Gauss–Lobatto rule). `target.plan_for(kernel, K, N, reverse_step)` adds, for one kernel
 and run, the evaluations per chain of each term (per MCMC step, per level, per sample) and the
 batch shape of every call the term's network receives. `str(plan)` is a readable tree,
 `plan.to_dict()` the same as JSON-serialisable data.
@@ -83,14 +83,15 @@ class Plan:
     terms: List[PlanTerm]
     kernel: Optional[dict] = None
     totals: Optional[dict] = None
+    rule: str = "trapezoid"
 
     @classmethod
     def from_target(cls, target) -> "Plan":
         """Terms, weights and Δ methods of `target`, without evaluation counts."""
-        terms = [_plan_term(term, target.path, target.points) for term in target.terms]
+        terms = [_plan_term(term, target.path, target.points, target.rule) for term in target.terms]
         shape = tuple(target.event_shape) if target.event_shape is not None else None
         return cls(str(target.expr), target.schedule.name, target.T, shape, target.path,
-                   target.points, target.chunk_rows, terms)
+                   target.points, target.chunk_rows, terms, rule=target.rule)
 
     @classmethod
     def for_kernel(cls, target, kernel, steps_per_level: int, num_samples: int,
@@ -120,7 +121,7 @@ class Plan:
         plan = cls.from_target(target)
         plan.path = path
         for term, plan_term in zip(target.terms, plan.terms):
-            plan_term.delta = _delta_text(term, path, target.points)
+            plan_term.delta = _delta_text(term, path, target.points, target.rule)
         shape = tuple(target.event_shape) if target.event_shape is not None else ("...",)
         chunk = target.chunk_rows
         per_step_total = per_level_total = 0
@@ -189,13 +190,19 @@ def _kernel_path(target, kernel) -> str:
     return kernel.integration_path(target)
 
 
-def _delta_text(term, path: str, points: int) -> str:
+def _rule_text(rule: str, points: int) -> str:
+    if rule == "trapezoid":
+        return "trapezoid rule"
+    return "Gauss–Lobatto rule" + ("" if points else " (no interior points: the trapezoid)")
+
+
+def _delta_text(term, path: str, points: int, rule: str = "trapezoid") -> str:
     if term.exact:
         return _EXACT_TEXT[term.method]
     if path == "line":
-        return (f"line integral x → x', trapezoid rule, {_points(points, 'interior')}, "
+        return (f"line integral x → x', {_rule_text(rule, points)}, {_points(points, 'interior')}, "
                 "end-point scores reused")
-    return (f"integral along the leapfrog path, trapezoid rule, {_points(points, 'extra')} per "
+    return (f"integral along the leapfrog path, {_rule_text(rule, points)}, {_points(points, 'extra')} per "
             "segment, leapfrog scores reused")
 
 
@@ -203,12 +210,12 @@ def _points(n: int, what: str) -> str:
     return f"{n} {what} point" + ("" if n == 1 else "s")
 
 
-def _plan_term(term, path: str, points: int) -> PlanTerm:
+def _plan_term(term, path: str, points: int, rule: str = "trapezoid") -> PlanTerm:
     if isinstance(term.source, MixtureDensity):
-        branches = [_plan_term(t, path, points) for branch in term.source.branches for t in branch]
+        branches = [_plan_term(t, path, points, rule) for branch in term.source.branches for t in branch]
         return PlanTerm(term.label, term.weight, "mixture", _EXACT_TEXT["mixture"], branches)
     kind = "score" if not term.exact else term.method
-    return PlanTerm(term.label, term.weight, kind, _delta_text(term, path, points))
+    return PlanTerm(term.label, term.weight, kind, _delta_text(term, path, points, rule))
 
 
 def _chunks(rows: int, chunk: Optional[int]) -> List[Tuple[int, int]]:

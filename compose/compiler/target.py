@@ -11,7 +11,7 @@ and the pseudo-energy difference (docs/delta.md)
     Δ(x → x') = [log_density(x') − log_density(x)] + ∫_γ implicit_score · dγ,
 
 with γ the straight line (path="line") or the HMC leapfrog path (path="curve"), both by the
-trapezoid rule with `points` interior nodes per piece. Score and Δ always describe the same π:
+trapezoid or the Gauss–Lobatto rule (`rule`) with `points` interior nodes per piece. Score and Δ always describe the same π:
 every weight, the guidance scale included, enters both through the same term.
 """
 from __future__ import annotations
@@ -81,13 +81,14 @@ class Target:
 
     def __init__(self, expr: Expr, terms: List[Term], schedule: Schedule,
                  event_shape: Optional[Tuple[int, ...]], path: str, points: int,
-                 chunk_rows: Optional[int]):
+                 chunk_rows: Optional[int], rule: str = "trapezoid"):
         self.expr = expr
         self.terms = terms
         self.schedule = schedule
         self.event_shape = event_shape
         self.path = path
         self.points = points
+        self.rule = quadrature.check_rule(rule)
         self.chunk_rows = chunk_rows
         self.exact_terms = [t for t in terms if t.exact]
         self.implicit_terms = [t for t in terms if not t.exact]
@@ -194,18 +195,19 @@ class Target:
                    ev_new: Evaluation, t: int, points: Optional[int] = None) -> torch.Tensor:
         """Δ(x → x') on the straight line, reusing the end point evaluations; shape (N,).
 
-        Costs `points` extra evaluations of each score-only term, in one batched call.
+        Costs `points` extra evaluations of each score-only term at the rule's interior nodes,
+        in the same batched calls for both rules.
         """
         n = self.points if points is None else points
         delta = self._exact_difference(ev_x, ev_new)
         if self.implicit_terms:
             interior = None
             if n > 0:
-                interior = self._interior_scores(quadrature.interior_points(x, x_new, n), t,
+                interior = self._interior_scores(quadrature.interior_points(x, x_new, n, self.rule), t,
                                                   x.dim() - 1).unsqueeze(1)
-            integral = quadrature.trapezoid_pieces(
+            integral = quadrature.integrate_pieces(
                 x.unsqueeze(0), x_new.unsqueeze(0), ev_x.implicit_score.unsqueeze(0),
-                ev_new.implicit_score.unsqueeze(0), interior, n)
+                ev_new.implicit_score.unsqueeze(0), interior, n, self.rule)
             delta = integral if delta is None else delta + integral
         return delta if delta is not None else torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
@@ -223,16 +225,16 @@ class Target:
             ss = torch.stack([ev.implicit_score for ev in evaluations])
             interior = None
             if n > 0:
-                interior = self._interior_scores(quadrature.interior_points(xs[:-1], xs[1:], n), t,
-                                                  xs.dim() - 2)
-            integral = quadrature.trapezoid_pieces(xs[:-1], xs[1:], ss[:-1], ss[1:], interior, n)
+                interior = self._interior_scores(quadrature.interior_points(xs[:-1], xs[1:], n, self.rule),
+                                                  t, xs.dim() - 2)
+            integral = quadrature.integrate_pieces(xs[:-1], xs[1:], ss[:-1], ss[1:], interior, n, self.rule)
             delta = integral if delta is None else delta + integral
         x = positions[0]
         return delta if delta is not None else torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
     def log_ratio(self, x: torch.Tensor, x_new: torch.Tensor, t: int) -> torch.Tensor:
         """Δ = log π_t(x_new) − log π_t(x) per chain, shape (N,): exact terms exactly, score-only
-        terms by the trapezoid rule on the straight line with `points` interior nodes.
+        terms by the target's rule on the straight line with `points` interior nodes.
 
         (With path="curve" a straight segment is a one-piece curve: the same rule.)
         """
@@ -244,7 +246,7 @@ class Target:
 
     def log_ratio_curve(self, positions, t: int) -> torch.Tensor:
         """Δ along the path through `positions` (a tensor (L+1, N, *event) or a list of L+1
-        batches), trapezoid rule with `points` extra nodes per piece; shape (N,)."""
+        batches), the target's rule with `points` extra nodes per piece; shape (N,)."""
         positions = list(positions)
         if len(positions) < 2:
             raise ValueError(f"positions: a path needs at least 2 points, got {len(positions)}")
@@ -255,4 +257,5 @@ class Target:
         return self.delta_curve(positions, [self.evaluate(p, t) for p in positions], t)
 
     def __repr__(self) -> str:
-        return f"Target({str(self.expr)!r}, path={self.path!r}, points={self.points})"
+        rule = "" if self.rule == "trapezoid" else f", rule={self.rule!r}"
+        return f"Target({str(self.expr)!r}, path={self.path!r}, points={self.points}{rule})"
