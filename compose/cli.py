@@ -57,8 +57,7 @@ def commands() -> Dict[str, Command]:
 def _configure_experiment(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="experiment", metavar="experiment")
     sub.required = True
-    from .experiments.digits import experiment as digits        # imported only when asked for
-    from .experiments.product2d import experiment as product2d
+    from .experiments import digits, product2d          # imported only when asked for
     product2d.register(sub)
     digits.register(sub)
 
@@ -231,9 +230,10 @@ def _run_demo(args: argparse.Namespace) -> int:
     try:
         demo = importlib.import_module("compose.experiments.product2d.demo")   # imported only when asked for
     except ModuleNotFoundError as error:
-        if error.name != "compose.demo":
+        if error.name != "compose.experiments.product2d.demo":
             raise
-        raise CommandError("the demo is not available in this installation (no compose.demo)") from None
+        raise CommandError("the demo is not available in this installation "
+                           "(no compose.experiments.product2d.demo)") from None
     return demo.main(args.rest)
 
 

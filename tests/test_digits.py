@@ -10,7 +10,7 @@ import torch
 import compose
 from compose import metrics
 from compose.components import Classifier, EnergyModel, ScoreModel
-from compose.experiments.digits import experiment as digits
+from compose.experiments import digits
 from compose.models.checkpoints import load_checkpoint, save_checkpoint
 from compose.models.classifier_training import classifier_accuracy, train_classifier
 from compose.models.data import IMAGE_SHAPE, digits_split, image_sampler, load_digit_images

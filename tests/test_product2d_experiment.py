@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from compose.components import EnergyModel
-from compose.experiments.product2d import experiment as p2d
+from compose.experiments import product2d as p2d
 from compose.models.nets import ResidualMLP
 
 

@@ -1,13 +1,13 @@
 """The demo: the paper's 2D product composition with exact (analytic) components.
 
-A ring of 8 Gaussians times a uniform bar (../shared/experiments/product2d.md), sampled with
+A ring of 8 Gaussians times a uniform bar (docs/experiments.md, section 1), sampled with
 Reverse, ULA, MALA-3-line, U-HMC and HMC-curve at the paper's settings (cosine T = 100, K = 10
 steps per level, η = 0.001, ε = 0.03, L = 3, damping 0.5). The MCMC samplers see the components
 through score-only wrappers, so their Δ really is a line or curve integral of scores; no
 training or download is needed. Prints LL and W2 against exact target samples and writes a
 scatter plot.
 
-Run: ``compose demo`` or ``python -m compose.demo [--out DIR] [--samples N]``.
+Run: ``compose demo`` or ``python -m compose.experiments.product2d.demo [--out DIR] [--samples N]``.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The target of the 2D product experiment (shared/experiments/product2d.md): its geometry,
-in one place, and exact samples.
+"""The target of the 2D product experiment (docs/experiments.md, section 1): its geometry in one
+place, exact samples, and the two components (analytic, or seen score-only as the oracle).
 
 Component 1, the ring: (1/8) Σ_k N(μ_k, RING_STD² I), μ_k = 0.5 (cos 2πk/8, sin 2πk/8).
 Component 2, the bar: uniform on [BAR_LOW, BAR_HIGH] = [−0.2, 0.2] × [−1, 1].
@@ -12,9 +12,12 @@ uniformly on the rest of the box [OUTER_LOW, OUTER_HIGH] = (−1.1, 1.1)²; see
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
+
+from compose.components import GaussianMixture, ScoreModel, UniformBox
+from compose.schedule import Schedule
 
 N_RING = 8
 RING_RADIUS = 0.5
@@ -62,3 +65,17 @@ def exact_product_samples(n: int, generator: Optional[torch.Generator] = None,
         have += draw.shape[0]
     out = torch.cat(kept)[:n] if kept else torch.empty((0, 2), dtype=torch.float64)
     return out.to(dtype)
+
+
+# -- the components ------------------------------------------------------------------
+def analytic_components(schedule: Schedule) -> Tuple[GaussianMixture, UniformBox]:
+    """(ring, bar): the two analytic components on `schedule`, named "ring" and "bar"."""
+    ring = GaussianMixture(RING_MEANS, RING_STD, schedule=schedule, name="ring")
+    bar = UniformBox(BAR_LOW, BAR_HIGH, schedule=schedule, name="bar")
+    return ring, bar
+
+
+def oracle_components(schedule: Schedule) -> Tuple[ScoreModel, ScoreModel]:
+    """(ring, bar) as score-only models with exact noise predictions (no log-density)."""
+    ring, bar = analytic_components(schedule)
+    return ScoreModel.from_analytic(ring, name="ring"), ScoreModel.from_analytic(bar, name="bar")

@@ -1,0 +1,116 @@
+"""The samplers of Table 1 and their evaluation counts (docs/experiments.md, docs/sampler.md §4)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import compose
+from compose.kernels import Kernel
+
+from .settings import Settings
+
+
+# -- samplers -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One row of Table 1.
+
+    Attributes:
+        name: the row's name, e.g. "HMC-3-line".
+        family: "reverse", "ula", "mala", "uhmc" or "hmc".
+        make_kernel: settings ↦ a compose kernel (None for the reverse process).
+        path, points: compile options for Δ of score-only terms (`compose.compile`).
+        reverse_step: take an ancestral step after each level (only the reverse process here).
+    """
+
+    name: str
+    family: str
+    make_kernel: Callable[[Settings], Optional[Kernel]]
+    path: str = "line"
+    points: int = 0
+    reverse_step: bool = False
+
+    @property
+    def adjusted(self) -> bool:
+        return self.family in ("mala", "hmc")
+
+    def energy_name(self) -> str:
+        """The row name in the energy block, where Δ is exact and line/curve variants coincide."""
+        return {"mala": "LA", "hmc": "HMC"}.get(self.family, self.name)
+
+
+def _reverse(settings: Settings) -> None:
+    return None
+
+
+def _ula(settings: Settings) -> Kernel:
+    return compose.ULA(settings.la_step)
+
+
+def _mala(settings: Settings) -> Kernel:
+    return compose.MALA(settings.la_step)
+
+
+def _hmc(adjusted: bool) -> Callable[[Settings], Kernel]:
+    def make(settings: Settings) -> Kernel:
+        return compose.HMC(settings.hmc_step, num_leapfrog=settings.num_leapfrog,
+                           damping=settings.damping, mass=settings.mass, adjusted=adjusted,
+                           negate_on_reject=settings.negate_on_reject)
+    return make
+
+
+def _specs() -> Dict[str, SamplerSpec]:
+    specs = [SamplerSpec("Reverse", "reverse", _reverse, reverse_step=True),
+             SamplerSpec("U-LA", "ula", _ula)]
+    specs += [SamplerSpec(f"LA-{n}-line", "mala", _mala, "line", n) for n in (1, 3, 8)]
+    specs.append(SamplerSpec("U-HMC", "uhmc", _hmc(False)))
+    specs += [SamplerSpec(f"HMC-{n}-line", "hmc", _hmc(True), "line", n) for n in (1, 3, 8)]
+    specs.append(SamplerSpec("HMC-curve", "hmc", _hmc(True), "curve", 0))
+    return {s.name: s for s in specs}
+
+
+#: The samplers of Table 1 by name, in the table's order. Reverse: T ancestral steps with the
+#: summed score, small (posterior) variance, no noise at the last step. The others: pure annealed
+#: MCMC, K steps per level from T down to 1, no reverse step; η = 0.001 (LA); ε = 0.03, L = 3,
+#: damping 0.5, mass 1 (HMC), momentum negated on rejection (our exact default; the published
+#: code keeps +v').
+SAMPLERS: Dict[str, SamplerSpec] = _specs()
+
+
+#: The samplers quick mode runs unless told otherwise.
+QUICK_SAMPLERS = ("Reverse", "U-LA", "LA-1-line", "U-HMC", "HMC-1-line", "HMC-curve")
+
+
+#: Evaluations of the product per sample made by the published code at T = 100, K = 10, L = 3,
+#: and what the algorithm needs with scores reused (docs/experiments.md, "Costs").
+PUBLISHED_EVALUATIONS = {
+    "Reverse": (100, 100), "U-LA": (1980, 990),
+    "LA-1-line": (5000, 2000), "LA-3-line": (7000, 4000), "LA-8-line": (12000, 9000),
+    "U-HMC": (5940, 2970),
+    "HMC-1-line": (5940 + 990 * 3, 990 * 4), "HMC-3-line": (5940 + 990 * 5, 990 * 6),
+    "HMC-8-line": (5940 + 990 * 10, 990 * 11), "HMC-curve": (3960, 2970),
+}
+
+
+def select_samplers(names: Optional[Sequence[str]]) -> List[SamplerSpec]:
+    """The specs named (all of Table 1 if None), in the table's order; ValueError on unknown names."""
+    if names is None:
+        return list(SAMPLERS.values())
+    names = list(names)
+    unknown = [n for n in names if n not in SAMPLERS]
+    if unknown:
+        raise ValueError(f"samplers: unknown {', '.join(unknown)}; choose from {', '.join(SAMPLERS)}")
+    return [s for s in SAMPLERS.values() if s.name in names]
+
+
+def needed_evaluations(spec: SamplerSpec, settings: Settings, exact: bool = False) -> int:
+    """Evaluations of each component per sample that `spec` needs (docs/sampler.md, section 4).
+
+    Per level: Reverse 1; U-LA K; LA-n-line 1 + K(1 + n); U-HMC and HMC 1 + L·K, HMC-n-line
+    K·n more, HMC-curve none more. With `exact` (energy components) no interior points.
+    """
+    T, K, L = settings.T, settings.steps_per_level, settings.num_leapfrog
+    n = 0 if exact else spec.points
+    per_level = {"reverse": 1, "ula": K, "mala": 1 + K * (1 + n), "uhmc": 1 + L * K,
+                 "hmc": 1 + L * K + (K * n if spec.path == "line" else K * n * L)}[spec.family]
+    return T * per_level
