@@ -3,7 +3,7 @@
     compose plan "<expr>" --components <file.py or module> [--kernel MALA] [--steps K]
                  [--samples N] [--path line|curve] [--points n] [--rule trapezoid|lobatto]
                  [--reverse-step] [--json]
-    compose demo [...]            (compose.demo; its arguments are passed through)
+    compose demo [...]            (compose.experiments.product2d.demo; arguments passed through)
 
 Every subcommand is registered in `commands()`: a name, a help line, a function that adds its
 arguments to an argparse parser, and a function that runs it and returns the exit status.
@@ -47,7 +47,8 @@ def commands() -> Dict[str, Command]:
     """All subcommands, by name: register new ones here."""
     return {
         "plan": Command("print the sampler plan of a composition", _configure_plan, _run_plan),
-        "demo": Command("run the demonstration (compose.demo); arguments are passed through",
+        "demo": Command("run the demonstration (the 2D product with exact components); "
+                        "arguments are passed through",
                         lambda parser: None, _run_demo, passthrough=True),
         "experiment": Command("run one of the paper's experiments (product2d, digits)",
                               _configure_experiment, lambda args: args.func(args)),

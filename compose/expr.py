@@ -4,7 +4,8 @@ A composition is a frozen tree of nodes. The Python operators on components and 
 (``p * q ** 0.5 / r``), and so does the composition language (``compose.parse``): both produce
 the same node types, so one compiler serves both.
 
-Node types and the unnormalised density each one denotes at a noise level t (SPEC section 2):
+Node types and the unnormalised density each one denotes at a noise level t
+(docs/algebra.md, section 3):
 
 =============  ==========================  =============================================
 node           written                     log π_t

@@ -1,4 +1,4 @@
-"""Sample-quality metrics (SPEC section 7; shared/experiments/product2d.md).
+"""Sample-quality metrics (docs/metrics.md).
 
 - W2: the Wasserstein-2 distance of two equal-sized point sets, from the optimal one-to-one
   assignment, W2 = sqrt(min_π (1/N) Σ_i ‖x_i − y_π(i)‖²).
@@ -101,14 +101,14 @@ def gmm_metric(samples, reference, random_state: int = 0, n_components: int = 2)
                                        fits[1].means_, fits[1].covariances_)
 
 
-# -- accuracy and Fréchet distance (the digits experiment, SPEC section 6.2) -----------------
+# -- accuracy and Fréchet distance (the digits experiment, docs/experiments.md) -------------
 def accuracy(eval_classifier, images, labels, threshold: float = 0.5,
              batch_size: int = 1000) -> float:
     """Fraction of images whose requested class the evaluation classifier gives probability
     ≥ `threshold` (0.5): (1/N) Σ_i [softmax(eval_classifier(x_i))_{y_i} ≥ threshold].
 
     Args:
-        eval_classifier: callable images → logits (N, C) (e.g. a `compose.unet.DigitClassifier`).
+        eval_classifier: callable images → logits (N, C) (e.g. a `compose.models.unet.DigitClassifier`).
         images: (N, ...) tensor. labels: (N,) requested classes (tensor, array or list).
     Returns:
         the accuracy as a float in [0, 1]; a non-finite image counts as a miss.

@@ -1,4 +1,4 @@
-"""The annealed sampler: MCMC at each level of the diffusion schedule (SPEC section 5).
+"""The annealed sampler: MCMC at each level of the diffusion schedule (docs/sampler.md).
 
     x ~ N(0, I) at level T
     for t = T, …, 1:
@@ -11,7 +11,7 @@ with ``reverse_step=True`` is the plain reverse process.
 
 Diagnostics are accumulated in tensors during a level and read once at its end. With an
 `Adaptation`, the first kernel steps of each level also read their acceptance rate (a host sync
-during warm-up only) to keep it inside a band (SPEC section 5).
+during warm-up only) to keep it inside a band (docs/kernels.md, section 7).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from .kernels.base import ChainState, Kernel
 
 @dataclass(frozen=True)
 class Adaptation:
-    """Per-level step-size adaptation during warm-up (SPEC section 5).
+    """Per-level step-size adaptation during warm-up (docs/kernels.md, section 7).
 
     After each of the first `warmup_steps` kernel steps of a level, the step size is divided by
     `factor` if that step's acceptance rate fell below ``band[0]`` and multiplied by it if above

@@ -1,4 +1,4 @@
-"""Discrete variance-preserving noise schedules (SPEC section 1).
+"""Discrete variance-preserving noise schedules (docs/algebra.md, section 1).
 
 Levels are t = 1..T. Level 0 is the clean data: ᾱ_0 = 1, σ_0 = 0.
 

@@ -1,4 +1,5 @@
-"""Step-size search: find η_t = a · β_tᵇ whose acceptance rate lies in a band (SPEC section 5).
+"""Step-size search: find η_t = a · β_tᵇ whose acceptance rate lies in a band
+(docs/kernels.md, section 7).
 
 The paper tunes a and b of each sampler "by a small search". This module makes that search a
 utility. For a target π_t and an MH-corrected kernel family (MALA, HMC), one *trial* is a short

@@ -1,4 +1,4 @@
-"""Components of the 2D product experiment, for `compose plan` (shared/experiments/product2d.md).
+"""Components of the 2D product experiment, for `compose plan` (docs/experiments.md).
 
     compose plan "ring * bar" --components examples/components_2d.py --kernel HMC --path curve
     compose plan "ring_score * bar" --components examples/components_2d.py --kernel MALA --points 3

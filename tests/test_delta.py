@@ -1,4 +1,5 @@
-"""The pseudo-energy difference Δ against exact log-density differences (SPEC sections 3, 8)."""
+"""The pseudo-energy difference Δ against exact log-density differences (docs/delta.md;
+docs/algebra.md, section 4)."""
 import math
 
 import pytest
@@ -115,7 +116,7 @@ def _closed_form_log_prob(W, b, x, y):
 @pytest.mark.parametrize("scale", [1.0, 3.0])
 def test_guidance_scale_enters_both_score_and_delta(schedule, scale):
     # The paper's code multiplied the classifier score by λ but not its log-probability in MH
-    # (SPEC section 8). Both must describe π = p · p(y | x)^λ.
+    # (docs/algebra.md, section 4). Both must describe π = p · p(y | x)^λ.
     W = torch.tensor([[1.0, -2.0], [0.5, 0.3], [-1.0, 1.0]], dtype=torch.float64)
     b = torch.tensor([0.1, -0.2, 0.0], dtype=torch.float64)
     clf = compose.Classifier(LinearLogits(W, b), schedule, variable="class", name="clf")
@@ -146,7 +147,7 @@ def test_guidance_on_a_score_model_integrates_the_model_and_takes_the_classifier
 
 
 def test_mixture_of_analytic_components_is_the_exact_mixture(schedule):
-    # R3 applied the 1/σ_t scale after the logsumexp and ignored weights (SPEC section 8).
+    # R3 applied the 1/σ_t scale after the logsumexp and ignored weights (docs/algebra.md §3).
     a = gaussian(schedule, [-1.0, 0.0], 0.3, "a")
     c = gaussian(schedule, [1.0, 0.5], 0.5, "c")
     both = compose.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], [0.3, 0.5], schedule=schedule)

@@ -1,5 +1,6 @@
-"""Tests of compose.nets and compose.training: architecture, noise-prediction training against the
-exact noise predictor of a Gaussian, the energy parameterisation, and checkpoints."""
+"""Tests of compose.models.nets and compose.models.training: architecture, noise-prediction
+training against the exact noise predictor of a Gaussian, the energy parameterisation, and
+checkpoints."""
 import math
 
 import pytest

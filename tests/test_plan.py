@@ -1,5 +1,5 @@
 """Plans: the evaluation counts and call shapes a plan states are the calls the component
-networks receive during a real `compose.sample` run (SPEC sections 3 and 9)."""
+networks receive during a real `compose.sample` run (docs/delta.md, docs/sampler.md section 4)."""
 import json
 from collections import Counter
 
@@ -175,7 +175,7 @@ def test_plan_counts_match_network_calls_for_the_reverse_process(reverse_step):
 
 
 def test_known_costs_of_the_paper_samplers():
-    """Evaluations of the score-only term per sample (SPEC section 9 and product2d.md)."""
+    """Evaluations of the score-only term per sample (docs/sampler.md §4, docs/experiments.md)."""
     setup = Setup(points=3)
     target = setup.target
 

@@ -1,6 +1,6 @@
 """Tests of the 2D product experiment (compose.experiments.product2d): quick mode end to end,
-checkpoint reuse, the command line, evaluation counts against SPEC section 9, and one claim that
-holds reliably on exact scores."""
+checkpoint reuse, the command line, evaluation counts against docs/sampler.md §4, and one claim
+that holds reliably on exact scores."""
 import argparse
 import dataclasses
 import json
@@ -113,7 +113,7 @@ def test_an_unreadable_checkpoint_is_retrained_and_said_so(tmp_path, capsys, dam
 
 
 def _spec_count(name, T, K, L, exact):
-    """Evaluations of each component per sample that SPEC section 9 says are needed."""
+    """Evaluations of each component per sample that docs/sampler.md (section 4) says are needed."""
     if name == "Reverse":
         return T                                   # one score per level
     if name == "U-LA":

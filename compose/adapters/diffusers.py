@@ -1,6 +1,6 @@
 """A diffusers ``UNet2DModel`` and its DDPM-style scheduler as a `compose.ScoreModel`.
 
-Only discrete variance-preserving models are supported (SPEC section 1): the scheduler's
+Only discrete variance-preserving models are supported (docs/algebra.md, section 1): the scheduler's
 β_1..β_T become our `Schedule`, and the network's output is turned into a noise prediction ε̂,
 so the score is the usual s_t(x) = −ε̂(x, t) / σ_t.
 

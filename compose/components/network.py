@@ -62,7 +62,7 @@ class NetworkComponent(Component):
 
 
 class ScoreModel(NetworkComponent):
-    """An ε-prediction network: score −ε_θ(x, t)/σ_t, no log-density (SPEC section 1).
+    """An ε-prediction network: score −ε_θ(x, t)/σ_t, no log-density (docs/algebra.md §2).
 
     The network is called as ``net(x, t)`` and returns ε̂ of the shape of x.
     """

@@ -9,8 +9,8 @@ A kernel is two functions over a batch of N independent chains at one level t:
 there, so a score is never computed twice; HMC's momentum). `StepInfo` holds diagnostics and is
 never fed back. Both functions are free of host synchronisation.
 
-The same object is a `pyro.infer.mcmc.MCMCKernel` (SPEC section 4): bind it to a target and a
-level with `at_level(target, t, generator)`, then hand it to `pyro.infer.MCMC` with
+The same object is a `pyro.infer.mcmc.MCMCKernel` (docs/sampler.md §5): bind it to a target and
+a level with `at_level(target, t, generator)`, then hand it to `pyro.infer.MCMC` with
 ``initial_params={"x": x0}``. All mutable state lives in that thin adapter.
 """
 from __future__ import annotations

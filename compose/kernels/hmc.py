@@ -1,6 +1,6 @@
 """Hamiltonian Monte Carlo with partial momentum refresh (R3; Neal 2011, Horowitz 1991).
 
-Diagonal mass M. At the start of each level v ~ N(0, M). Each step (SPEC section 4):
+Diagonal mass M. At the start of each level v ~ N(0, M). Each step (docs/kernels.md, section 4):
 
     1. refresh   v' = γ v + √(1 − γ²) M^{½} ξ                     (damping γ ∈ [0, 1))
     2. leapfrog  L times: v ← v + (ε/2) s(x);  x ← x + ε M⁻¹ v;  v ← v + (ε/2) s(x)

@@ -1,11 +1,11 @@
-"""Langevin kernels: ULA and MALA (the paper's U-LA and LA; SPEC section 4).
+"""Langevin kernels: ULA and MALA (the paper's U-LA and LA; docs/kernels.md, section 3).
 
     proposal   x' = x + η s(x) + √(2η) ξ,  ξ ~ N(0, I)
     MALA       accept with min(1, exp(Δ(x → x') + log q(x | x') − log q(x' | x))),
                log q(x' | x) = −‖x' − x − η s(x)‖² / (4η)
 
 Roberts & Tweedie (1996). The 4η denominator is the Gaussian proposal's variance 2η doubled;
-R3's torch code used 2η², which targets the wrong variance (SPEC section 8).
+R3's torch code used 2η², which targets the wrong variance (docs/kernels.md, section 3).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Random-walk Metropolis–Hastings with the pseudo-energy difference (SPEC section 4)."""
+"""Random-walk Metropolis–Hastings with the pseudo-energy difference (docs/kernels.md §5)."""
 from __future__ import annotations
 
 from . import mh

@@ -1,4 +1,5 @@
-"""Per-level step sizes: a constant, one value per level, or η_t = a · β_tᵇ (SPEC section 5)."""
+"""Per-level step sizes: a constant, one value per level, or η_t = a · β_tᵇ
+(docs/kernels.md, section 6)."""
 from __future__ import annotations
 
 import math

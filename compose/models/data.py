@@ -1,4 +1,5 @@
-"""The 8×8 handwritten digits that scikit-learn ships, as images for diffusion (SPEC section 6.2).
+"""The 8×8 handwritten digits that scikit-learn ships, as images for diffusion
+(docs/experiments.md, section 2).
 
 `sklearn.datasets.load_digits` holds 1797 grey-scale 8×8 images with pixel values 0..16 and
 their classes 0..9; it is bundled with scikit-learn, so nothing is downloaded. Here every pixel

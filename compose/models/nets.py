@@ -3,8 +3,8 @@
 Every network here is called as `net(x, t)` with x of shape (N, *event_shape) and t an int64
 tensor of shape (N,) holding levels in 1..T, and returns a tensor with the shape of x: the noise
 prediction ε̂ in the score parameterisation, or f in the energy parameterisation
-(g = ‖f − x‖², ε̂ = ∇_x g; SPEC section 1). Each has `config()`, the keyword arguments that
-rebuild it, so a checkpoint can name its architecture (see `compose.training`).
+(g = ‖f − x‖², ε̂ = ∇_x g; docs/algebra.md §2). Each has `config()`, the keyword arguments that
+rebuild it, so a checkpoint can name its architecture (see `compose.models.checkpoints`).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class _ResidualBlock(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    """The residual MLP of the 2D experiment (shared/experiments/product2d.md).
+    """The residual MLP of the 2D experiment (docs/experiments.md, section 1).
 
     A learned table of T time embeddings of width `embed` (row t − 1 for level t); input
     Linear(dim → hidden); `blocks` residual blocks, each
