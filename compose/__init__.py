@@ -8,7 +8,7 @@ from .compiler import Evaluation, Target, compile
 from .components import (AnalyticComponent, Classifier, Component, EnergyModel, GaussianMixture,
                          ScoreModel, UniformBox)
 from .errors import CompositionError
-from .expr import Condition, Expr, Guidance, Leaf, Mixture, Power, Product, Quotient
+from .expr import Condition, Expr, Guidance, Leaf, Mixture, Power, Product, Quotient, Window
 from .kernels import HMC, MALA, ULA, ChainState, Kernel, RandomWalkMH, StepInfo
 from .sampler import Adaptation, Diagnostics, SampleResult, sample
 from .schedule import Schedule
@@ -27,6 +27,6 @@ __all__ = [
     "Schedule", "Component", "ScoreModel", "EnergyModel", "Classifier", "GaussianMixture",
     "UniformBox", "AnalyticComponent", "compile", "Target", "Evaluation", "parse",
     "CompositionError", "Expr", "Leaf", "Product", "Quotient", "Power", "Mixture", "Guidance",
-    "Condition", "ULA", "MALA", "HMC", "RandomWalkMH", "Kernel", "ChainState", "StepInfo",
+    "Window", "Condition", "ULA", "MALA", "HMC", "RandomWalkMH", "Kernel", "ChainState", "StepInfo",
     "sample", "SampleResult", "Diagnostics", "Adaptation", "PowerLaw",
 ]

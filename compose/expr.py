@@ -16,6 +16,7 @@ node           written                     log π_t
 ``Power``      ``a ** w``                  w · log a
 ``Mixture``    ``a + b + c``               logsumexp(log a, log b, log c) − log 3
 ``Guidance``   ``a | class=7 @ 3``         log a + 3 · log p_t(class = 7 | x)
+``Window``     ``a[:, 0:8, 4:12]``         log a(x[:, 0:8, 4:12])  (docs/windows.md)
 =============  ==========================  =============================================
 
 Leaves refer to components by name. A leaf built by the parser has ``component=None`` until
@@ -28,9 +29,10 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping, Optional, Tuple, Union
 
+from . import windows
 from .errors import CompositionError
 
 ConditionValue = Union[int, float, str]
@@ -91,6 +93,7 @@ class Expr:
     """Base of all composition nodes. Python operators build new nodes; nothing is evaluated."""
 
     precedence = _ATOM
+    __iter__ = None           # indexing makes windows; it must not make expressions iterable
 
     def __mul__(self, other: Any) -> "Product":
         return Product(self, as_expr(other))
@@ -116,6 +119,10 @@ class Expr:
         if isinstance(conditions, Condition):
             conditions = (conditions,)
         return Guidance(self, tuple(conditions), 1.0)
+
+    def __getitem__(self, key: Any) -> "Window":
+        """``expr[:, 0:8, 4:12]``: this expression seen through a window of the canvas."""
+        return Window(self, windows.normalise(key))
 
     def guide(self, *conditions: "Condition", scale: float = 1.0) -> "Guidance":
         """Classifier guidance: add ``scale · Σ log p_t(variable = value | x)`` to log π."""
@@ -330,3 +337,31 @@ class Guidance(Expr):
         if self.scale != 1.0:
             text += f" @ {format_number(self.scale)}"
         return text
+
+
+@dataclass(frozen=True, repr=False)
+class Window(Expr):
+    """``expr[W]``: `expr` seen through the window W of the canvas (docs/windows.md).
+
+    log π(x) = log expr(x[W]); the score of `expr` at the crop is scattered back to W's place
+    on the canvas, zero elsewhere. `items` are the normalised slices (`compose.windows`), each
+    ``...`` or a pair (start, stop) of non-negative ints or None; bounds are resolved against
+    the canvas when the composition is compiled. `span` (where the window was written) is not
+    part of equality.
+    """
+
+    expr: Expr
+    items: Tuple[Any, ...]
+    span: Any = field(default=None, compare=False)
+    precedence = _ATOM
+
+    def __post_init__(self):
+        if not isinstance(self.expr, Expr):
+            raise CompositionError(f"a window applies to an expression, got {self.expr!r}")
+        object.__setattr__(self, "items", windows.normalise(tuple(self.items)))
+
+    def children(self):
+        return (self.expr,)
+
+    def __str__(self):
+        return f"{self._wrap(self.expr, _ATOM)}[{windows.format_items(self.items)}]"

@@ -67,6 +67,8 @@ class PlanTerm:
     per_level: Optional[int] = None
     per_sample: Optional[int] = None
     calls: List[PlanCall] = field(default_factory=list)
+    window: Optional[str] = None
+    shared_with: Optional[str] = None
 
 
 @dataclass
@@ -122,21 +124,35 @@ class Plan:
         plan.path = path
         for term, plan_term in zip(target.terms, plan.terms):
             plan_term.delta = _delta_text(term, path, target.points, target.rule)
-        shape = tuple(target.event_shape) if target.event_shape is not None else ("...",)
+        canvas = tuple(target.event_shape) if target.event_shape is not None else ("...",)
         chunk = target.chunk_rows
         per_step_total = per_level_total = 0
-        for term in _leaf_terms(plan.terms):
+        # Windows of one network and condition share a call (crops stacked along the batch):
+        # the first term of a call shows it, the others point to it.
+        stacked = {id(term): (call, i) for call in target.exact_calls + target.implicit_calls
+                   for i, term in enumerate(call.terms)}
+        for source_term, term in _leaf_pairs(target.terms, plan.terms):
             score_only = term.kind == "score"
             split = chunk if score_only else None
-            term.calls = [PlanCall("chain points", (rows,) + shape, points_per_step * count,
-                                   points_per_level * count)
-                          for rows, count in _chunks(N, split)]
+            call, position = stacked.get(id(source_term), (None, 0))
+            k = len(call.terms) if call is not None else 1
+            shape = canvas if source_term.window is None else \
+                tuple(b - a for a, b in source_term.window)
+            what = "" if k == 1 else f", {k} windows stacked"
             term.per_step = points_per_step
             term.per_level = points_per_level
+            if position == 0:
+                term.calls = [PlanCall("chain points" + what, (rows * k,) + shape,
+                                       points_per_step * count, points_per_level * count)
+                              for rows, count in _chunks(N, split)]
+            else:
+                term.shared_with = call.terms[0].label
             if score_only and extra and K:
                 interior = target.interior_rows_per_call(N, device)
-                term.calls += [PlanCall("integration points", (rows,) + shape, count, K * count)
-                               for rows, count in _chunks(extra * N, interior)]
+                if position == 0:
+                    term.calls += [PlanCall("integration points" + what, (rows * k,) + shape,
+                                            count, K * count)
+                                   for rows, count in _chunks(extra * N, interior)]
                 term.per_step += extra
                 term.per_level += K * extra
             term.per_sample = T * term.per_level
@@ -215,7 +231,9 @@ def _plan_term(term, path: str, points: int, rule: str = "trapezoid") -> PlanTer
         branches = [_plan_term(t, path, points, rule) for branch in term.source.branches for t in branch]
         return PlanTerm(term.label, term.weight, "mixture", _EXACT_TEXT["mixture"], branches)
     kind = "score" if not term.exact else term.method
-    return PlanTerm(term.label, term.weight, kind, _delta_text(term, path, points, rule))
+    window = None if term.window is None else "[" + ", ".join(f"{a}:{b}" for a, b in term.window) + "]"
+    return PlanTerm(term.label, term.weight, kind, _delta_text(term, path, points, rule),
+                    window=window)
 
 
 def _chunks(rows: int, chunk: Optional[int]) -> List[Tuple[int, int]]:
@@ -228,12 +246,15 @@ def _chunks(rows: int, chunk: Optional[int]) -> List[Tuple[int, int]]:
     return out
 
 
-def _leaf_terms(terms: List[PlanTerm]) -> List[PlanTerm]:
+def _leaf_pairs(terms, plan_terms) -> List[Tuple]:
+    """(compiled term, its PlanTerm) for every evaluated term, mixture branches included."""
     out = []
-    for term in terms:
-        out.extend(_leaf_terms(term.branches) if term.branches else [term])
+    for term, plan_term in zip(terms, plan_terms):
+        if plan_term.branches:
+            out.extend(zip([t for branch in term.source.branches for t in branch], plan_term.branches))
+        else:
+            out.append((term, plan_term))
     return out
-
 
 def _format_shape(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
@@ -253,6 +274,8 @@ def _term_lines(term: PlanTerm, indent: str, last: bool, kernel: Optional[dict])
             when = (f"{call.per_level} per level" if kernel["name"] == "Reverse"
                     else f"{call.per_step} per step, {call.per_level} per level")
             lines.append(f"{inner}{bar}call {_format_shape(call.shape)} at {call.what}: {when}")
+        if term.shared_with is not None:
+            lines.append(f"{inner}{bar}evaluated in the call of {term.shared_with}")
     for i, child in enumerate(term.branches):
         lines.extend(_term_lines(child, inner, i == len(term.branches) - 1, kernel))
     return lines

@@ -13,15 +13,20 @@ and the pseudo-energy difference (docs/delta.md)
 with γ the straight line (path="line") or the HMC leapfrog path (path="curve"), both by the
 trapezoid or the Gauss–Lobatto rule (`rule`) with `points` interior nodes per piece. Score and Δ always describe the same π:
 every weight, the guidance scale included, enters both through the same term.
+
+A term that sees a window W of the canvas contributes w · log p(x[W]) and w · scatter(s(x[W]))
+(docs/windows.md). Terms of one network and condition with windows of one shape are one
+`Call`: their crops are stacked along the batch and evaluated together.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .. import windows
 from ..expr import Expr
 from ..schedule import Schedule
 from . import quadrature
@@ -73,6 +78,71 @@ class Evaluation:
                           pick(self.log_density, other.log_density))
 
 
+# -- network calls ----------------------------------------------------------------------------
+@dataclass
+class Call:
+    """Terms evaluated by one network call: one source with one condition, either unwindowed
+    (one term) or seeing several windows of one shape, whose crops are stacked along the batch
+    (N chains and k windows: k·N rows)."""
+
+    terms: List[Term]
+
+    @property
+    def source(self):
+        return self.terms[0].source
+
+    @property
+    def conditions(self):
+        return self.terms[0].conditions
+
+    @property
+    def label(self) -> str:
+        return self.terms[0].network
+
+    @property
+    def windowed(self) -> bool:
+        return self.terms[0].window is not None
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The call's batch: x itself, or the crops of x in every window, stacked."""
+        if not self.windowed:
+            return x
+        if len(self.terms) == 1:
+            return windows.crop(x, self.terms[0].window)
+        return torch.cat([windows.crop(x, term.window) for term in self.terms])
+
+    def outputs(self, values: torch.Tensor, x: torch.Tensor, log_density: bool = False):
+        """Per term, (weight, its rows of `values`): log-densities as they are, scores
+        scattered back onto the canvas of x."""
+        n = x.shape[0]
+        for i, term in enumerate(self.terms):
+            part = values[i * n:(i + 1) * n] if len(self.terms) > 1 else values
+            if term.window is not None and not log_density:
+                part = windows.scatter(part, term.window, x.shape[1:])
+            yield term.weight, part
+
+
+def _calls(terms: List[Term]) -> List[Call]:
+    """Group windowed terms of one source, condition and window shape into one call each;
+    every other term is a call of its own. Order: first appearance."""
+    calls: "OrderedDict[Any, Call]" = OrderedDict()
+    for i, term in enumerate(terms):
+        if term.window is None or isinstance(term.source, MixtureDensity):
+            key = ("alone", i)
+        else:
+            key = (id(term.source), term.conditions, term.method, windows.box_shape(term.window))
+        if key in calls:
+            calls[key].terms.append(term)
+        else:
+            calls[key] = Call([term])
+    return list(calls.values())
+
+
+def _add(total: Optional[torch.Tensor], value: torch.Tensor) -> torch.Tensor:
+    return value if total is None else total + value
+
+
+
 class Target:
     """A compiled composition: `score`, `log_ratio`, `log_ratio_curve`, `evaluate`, and `plan`.
 
@@ -92,6 +162,8 @@ class Target:
         self.chunk_rows = chunk_rows
         self.exact_terms = [t for t in terms if t.exact]
         self.implicit_terms = [t for t in terms if not t.exact]
+        self.exact_calls = _calls(self.exact_terms)
+        self.implicit_calls = _calls(self.implicit_terms)
         self.counter = EvaluationCounter()
 
     @property
@@ -128,29 +200,60 @@ class Target:
         return t
 
     # -- term evaluation ------------------------------------------------------------------
-    def _exact_term(self, term: Term, x: torch.Tensor, t: int):
-        if isinstance(term.source, MixtureDensity):
-            return term.source.log_density_and_score(x, t, self.counter, self._exact_term)
-        self.counter.add(term.label, x.shape[0])
+    def _exact_source(self, term: Term, x: torch.Tensor, t: int):
+        """(log-density, score) of an exact term's source at a batch it sees whole."""
         if term.method == "classifier":
             (variable, value), = term.conditions
             return term.source.log_prob_and_grad(x, t, value)
         return term.source.log_density_and_score(x, t, term.conditions)
 
+    def _exact_term(self, term: Term, x: torch.Tensor, t: int):
+        """Unweighted (log p(x[W]), scatter(s(x[W]))) of one exact term (mixture branches)."""
+        if isinstance(term.source, MixtureDensity):
+            return term.source.log_density_and_score(x, t, self.counter, self._exact_term)
+        inputs = x if term.window is None else windows.crop(x, term.window)
+        self.counter.add(term.network, inputs.shape[0])
+        log_p, score = self._exact_source(term, inputs, t)
+        if term.window is not None:
+            score = windows.scatter(score, term.window, x.shape[1:])
+        return log_p, score
+
+    def _exact(self, x: torch.Tensor, t: int):
+        """(Σ w_i log p^i, Σ w_i s^i) over the exact terms, one call per `Call`."""
+        log_density, score = None, None
+        for call in self.exact_calls:
+            if isinstance(call.source, MixtureDensity):
+                (term,) = call.terms
+                lp, s = self._exact_term(term, x, t)
+                log_density, score = _add(log_density, term.weight * lp), _add(score, term.weight * s)
+                continue
+            inputs = call.inputs(x)
+            self.counter.add(call.label, inputs.shape[0])
+            lp, s = self._exact_source(call.terms[0], inputs, t)
+            for weight, part in call.outputs(lp, x, log_density=True):
+                log_density = _add(log_density, weight * part)
+            for weight, part in call.outputs(s, x):
+                score = _add(score, weight * part)
+        return log_density, score
+
     def _implicit(self, x: torch.Tensor, t: int, rows: Optional[int] = None) -> Optional[torch.Tensor]:
-        """Σ w_i s^i over score-only terms: one call per term of at most `rows` rows
-        (default `chunk_rows`, or all of x)."""
-        total = None
+        """Σ w_i s^i over score-only terms: one call per `Call` (windows stacked) for every
+        chunk of at most `rows` chains (default `chunk_rows`, or all of x)."""
         rows = rows or self.chunk_rows or x.shape[0]
+        if not self.implicit_calls:
+            return None
+        parts = []
         with torch.no_grad():                 # sampling never differentiates a score network
-            for term in self.implicit_terms:
-                parts = []
-                for chunk in torch.split(x, rows) if rows < x.shape[0] else (x,):
-                    self.counter.add(term.label, chunk.shape[0])
-                    parts.append(term.source.score(chunk, t, term.conditions))
-                s = parts[0] if len(parts) == 1 else torch.cat(parts)
-                total = term.weight * s if total is None else total + term.weight * s
-        return total
+            for chunk in torch.split(x, rows) if rows < x.shape[0] else (x,):
+                total = None
+                for call in self.implicit_calls:
+                    inputs = call.inputs(chunk)
+                    self.counter.add(call.label, inputs.shape[0])
+                    s = call.source.score(inputs, t, call.conditions)
+                    for weight, part in call.outputs(s, chunk):
+                        total = _add(total, weight * part)
+                parts.append(total)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def interior_rows_per_call(self, chains: int, device) -> Optional[int]:
         """Rows per network call for integration points: `chunk_rows` when set; otherwise all
@@ -163,11 +266,7 @@ class Target:
     def evaluate(self, x: torch.Tensor, t: int) -> Evaluation:
         """Score, score-only part and exact log-density part at a batch x, level t."""
         t = self._check(x, t)
-        log_density, score = None, None
-        for term in self.exact_terms:
-            lp, s = self._exact_term(term, x, t)
-            log_density = term.weight * lp if log_density is None else log_density + term.weight * lp
-            score = term.weight * s if score is None else score + term.weight * s
+        log_density, score = self._exact(x, t)
         implicit = self._implicit(x, t)
         if implicit is not None:
             score = implicit if score is None else score + implicit

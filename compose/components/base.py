@@ -71,6 +71,8 @@ class Component(nn.Module):
     def __add__(self, other): return self.as_leaf() + other
     def __radd__(self, other): return as_expr(other) + self.as_leaf()
     def __or__(self, conditions): return self.as_leaf() | conditions
+    def __getitem__(self, key): return self.as_leaf()[key]
+    __iter__ = None           # indexing makes windows; it must not make components iterable
 
     def guide(self, *conditions: Condition, scale: float = 1.0) -> Expr:
         return self.as_leaf().guide(*conditions, scale=scale)

@@ -21,7 +21,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, Un
 from lark.parsers.lalr_parser_state import ParserState
 
 from ..errors import CompositionError, Span
-from ..expr import Condition, Expr, Guidance, Leaf, Mixture, Power, Product, Quotient
+from ..expr import Condition, Expr, Guidance, Leaf, Mixture, Power, Product, Quotient, Window
 from .grammar import parser
 
 __all__ = ["parse", "bind", "SYNTAX_ERRORS"]
@@ -46,9 +46,11 @@ SYNTAX_ERRORS: Dict[str, Tuple[str, ...]] = {
         "p **", "p ** q", "p ** (2)", "p ** )", "p(class=7) ** q", "(p) ** q"),
     "expected an operator (*, /, **, + or |) before {token}": (
         "p q", "p(class=7) q", "(p) q", "(p) (q)", "p ** 2 q", "p ** 2 (q)", "p , q", "p = 3",
+        "p[0:2] q", "p[0:2] (q)", "(p)[0:2] q", "p(class=7)[0:2] q", "p[0:2] ** 2 q",
         "(p q)", "(p(class=7) q)", "((p) q)", "(p ** 2 q)"),
     "the base of '**' must be a name or in parentheses: write (p ** 2) ** 3": (
-        "p ** 2 ** 3", "p(class=7) ** 2 ** 3", "(p) ** 2 ** 3", "(p ** 2 ** 3)"),
+        "p ** 2 ** 3", "p(class=7) ** 2 ** 3", "(p) ** 2 ** 3", "(p ** 2 ** 3)",
+        "p[0:2] ** 2 ** 3"),
     "guidance needs a condition after '|', e.g. p | class=7; found {token}": (
         "p |", "p | )", "p | |", "(p |", "(p | )"),
     "expected a condition variable=value, e.g. class=7; found {token}": (
@@ -70,14 +72,24 @@ SYNTAX_ERRORS: Dict[str, Tuple[str, ...]] = {
     "expected ',' or ')' after a condition of a component; found {token}": (
         "p(class=7 style=2)", "p(class=x style=2)", 'p(class="x" style=2)',
         "p(class=7 | style=2)", "p(class=x | style=2)", 'p(class="x" | style=2)'),
+    "expected a slice such as 0:8, ':' or '...' in the window; found {token}": (
+        "p[]", "p[q]", "p[0:2,]", "p[0:2, q]", "(p)[q]", "p(class=7)[q]", "p[0:2][q]", "p[",
+        "p[0:2,"),
+    "expected ',' or ']' after a slice; found {token}": (
+        "p[0 2]", "p[0 q]", "p[0:2 3]", "p[0:2 q]", "p[... 3]", "p[: q]", "p[0: q]",
+        "p[0:2: q]", "p[0:2:1 q]", "p[:2 q]", "p[0:2)", "p[...)"),
+    "missing ']'": (
+        "p[0:2", "p[...", "p[:", "p[0", "p[0:", "p[0:2:", "p[0:2:1", "p[:2", "p[0:2, ..."),
     "missing ')'": (
         "(p", "(p * q", "((p) * q", "(p | class=7", "(p | class=x", '(p | class="x"',
         "(p | class=7 @ 2", "p(class=7", "p(class=x", 'p(class="x"', "p(class=7, style=2",
         "(p(class=7)", "(p ** 2", "(p + q"),
     "unmatched ')'": (
-        ")", "p)", "(p))", "p * q)", "p + q)", "p ** 2)", "p(class=7))", "p | class=7)",
+        ")", "p[0:2])", "p)", "(p))", "p * q)", "p + q)", "p ** 2)", "p(class=7))", "p | class=7)",
         "p | class=x)", 'p | class="x")', "p | class=7 @ 2)"),
-    _NUMBER_HERE: ("7", "(7)", "p * 7", "p / 7", "p + 7", "p | 7", "p(7)", "p 7", "(p) 7"),
+    _NUMBER_HERE: ("7", "(7)", "p * 7", "p / 7", "p + 7", "p | 7", "p(7)", "p 7", "(p) 7",
+                   "p[0:2] 7"),
+    "unmatched ']'": ("]", "p]", "p[0:2]]", "(p])", "p * ]"),
 }
 
 _TOKEN_NAMES = {"$END": "end of input"}
@@ -282,6 +294,51 @@ class _Builder(Transformer):
         base, exponent = children
         return Power(base, _real(exponent, "the exponent"))
 
+    @v_args(meta=True)
+    def window(self, meta, children):
+        expr, *slices = children
+        ellipses = [span for item, span in slices if item is Ellipsis]
+        if len(ellipses) > 1:
+            raise CompositionError("a window may contain '...' only once", span=ellipses[1])
+        return Window(expr, tuple(item for item, _ in slices), span=_span(meta))
+
+    @v_args(meta=True)
+    def bounds(self, meta, children):
+        start, stop, step = children
+        if step is not None and step.children[0] is not None:
+            value = step.children[0]
+            if not (_INTEGER.match(value) and int(value) == 1):
+                raise CompositionError(f"only steps of 1 are supported in a window, got step "
+                                       f"{value}", span=_token_place(value))
+        start, stop = _window_bound(start), _window_bound(stop)
+        if start is not None and stop is not None and stop <= start:
+            raise CompositionError(f"the window {start}:{stop} is empty (the stop must be "
+                                   "larger than the start)", span=_span(meta))
+        return (start, stop), _span(meta)
+
+    def index(self, children):
+        (token,) = children
+        place = _token_place(token)
+        if _INTEGER.match(token) and int(token) >= 0:
+            raise CompositionError(f"an integer index ({token}) would drop a dimension; write "
+                                   f"the slice {token}:{int(token) + 1}", span=place)
+        raise CompositionError(f"expected a slice such as 0:8, ':' or '...', got {token}",
+                               span=place)
+
+    @v_args(meta=True)
+    def ellipsis(self, meta, children):
+        return Ellipsis, _span(meta)
+
+
+def _window_bound(token: Optional[Token]) -> Optional[int]:
+    """A window bound: a non-negative integer, or None where it was left out."""
+    if token is None:
+        return None
+    if not _INTEGER.match(token) or int(token) < 0:
+        raise CompositionError(f"window bounds must be non-negative integers, got {token}",
+                               span=_token_place(token))
+    return int(token)
+
 
 _BUILDER = _Builder()
 
@@ -393,6 +450,8 @@ def _rebuild(expr: Expr, on_leaf: Callable[[Leaf], Expr],
         if isinstance(node, Guidance):
             return Guidance(walk(node.expr), tuple(on_condition(c) for c in node.conditions),
                             node.scale)
+        if isinstance(node, Window):
+            return Window(walk(node.expr), node.items, node.span)
         raise CompositionError(f"cannot bind a {type(node).__name__}")
     return walk(expr)
 
