@@ -19,7 +19,7 @@ import math
 import numbers
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -144,12 +144,93 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
     Returns:
         SampleResult(samples, diagnostics).
     """
+    _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
+        raise ValueError(f"num_samples: must be an integer ≥ 1, got {num_samples!r}")
+
+    x = _initial_batch(target, num_samples, initial, event_shape, device, dtype, generator)
+    name = _sampler_name(kernel, steps_per_level, reverse_step)
+    diagnostics = Diagnostics(name, num_samples)
+    bar = _progress_bar(target.schedule.T, name, progress)
+    try:
+        for step in anneal(target, kernel, x, steps_per_level, reverse_step, generator,
+                           variance=variance, adaptation=adaptation):
+            x = step.x
+            diagnostics.levels.append(step.diagnostics)
+            if callback is not None:
+                callback({"level": step.level, "x": x, "diagnostics": step.diagnostics})
+            bar.update(1)
+            bar.set_postfix(acc=f"{step.diagnostics.acceptance:.2f}")
+    finally:
+        bar.close()
+    return SampleResult(x, diagnostics)
+
+
+@dataclass
+class AnnealStep:
+    """The state of an annealed run after level `level` (and its reverse step, if taken): the
+    chains `x`, the step-size multiplier that adaptation carries into the next level, and the
+    level's diagnostics."""
+
+    level: int
+    x: torch.Tensor
+    multiplier: float
+    diagnostics: LevelDiagnostics
+
+
+def anneal(target: Target, kernel: Optional[Kernel], x: torch.Tensor, steps_per_level: int = 10,
+           reverse_step: bool = False, generator: Optional[torch.Generator] = None, *,
+           start: Optional[int] = None, multiplier: float = 1.0, variance: str = "small",
+           adaptation: Optional[Adaptation] = None) -> Iterator[AnnealStep]:
+    """The levels of `sample` one at a time: from chains `x` at level `start` (default T), run
+    levels start, start − 1, …, 1, yielding an `AnnealStep` after each.
+
+    Between levels the driver carries only x, the multiplier and the generator's state (a
+    kernel's own state, such as HMC's momentum, is drawn afresh by `init` at each level). So a
+    run stopped after the step of level t continues exactly, bit for bit, with
+    ``anneal(..., step.x, start=t − 1, multiplier=step.multiplier)`` and the generator in the
+    state it had then (`torch.Generator.get_state` / `set_state`).
+    """
+    _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation)
+    start = target.T if start is None else target.schedule.check_level(start, "start")
+    target._check(x, start, "x")
+    if isinstance(multiplier, bool) or not isinstance(multiplier, numbers.Real) \
+            or not math.isfinite(multiplier) or multiplier <= 0:
+        raise ValueError(f"multiplier: must be a finite number > 0, got {multiplier!r}")
+    return _levels(target, kernel, x, steps_per_level, reverse_step, generator, start,
+                   float(multiplier), variance, adaptation)
+
+
+def _levels(target, kernel, x, steps_per_level, reverse_step, generator, start, multiplier,
+            variance, adaptation) -> Iterator[AnnealStep]:
+    schedule = target.schedule
+    step_sizes = kernel.step_sizes(target) if kernel is not None else None
+    num_samples = x.shape[0]
+    for t in range(start, 0, -1):
+        begin, before = time.perf_counter(), target.counter.snapshot()
+        state, totals, step_size = ChainState(x), None, None
+        if kernel is not None and steps_per_level > 0:
+            state = kernel.init(target, x, t, generator)
+            for k in range(steps_per_level):
+                step_size = multiplier * step_sizes[t - 1]
+                state, info = kernel.step(target, state, t, step_size, generator)
+                totals = _accumulate(totals, info)
+                if adaptation is not None and k < adaptation.warmup_steps:
+                    multiplier = adaptation.update(multiplier, info.accepted.float().mean().item())
+        x = state.x
+        if reverse_step:
+            score = state.evaluation.score if state.evaluation is not None else target.score(x, t)
+            x = schedule.reverse_step(x, score, t, generator, variance)
+        level = _level_diagnostics(t, step_size, steps_per_level if kernel else 0, totals, x,
+                                   before, target, num_samples, time.perf_counter() - begin)
+        yield AnnealStep(t, x, multiplier, level)
+
+
+def _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation) -> None:
     if not isinstance(target, Target):
         raise ValueError(f"target: expected a compiled Target (compose.compile), got {type(target).__name__}")
     if kernel is not None and not isinstance(kernel, Kernel):
         raise ValueError(f"kernel: expected a compose kernel or None, got {type(kernel).__name__}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
-        raise ValueError(f"num_samples: must be an integer ≥ 1, got {num_samples!r}")
     if isinstance(steps_per_level, bool) or not isinstance(steps_per_level, numbers.Integral) or steps_per_level < 0:
         raise ValueError(f"steps_per_level: must be an integer ≥ 0, got {steps_per_level!r}")
     if variance not in ("small", "large"):
@@ -158,40 +239,6 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
         raise ValueError("kernel: with no kernel steps, reverse_step=True is needed (otherwise nothing moves)")
     if adaptation is not None and (kernel is None or not kernel.adjusted):
         raise ValueError("adaptation: step-size adaptation needs an adjusted kernel (MALA, HMC, RandomWalkMH)")
-
-    x = _initial_batch(target, num_samples, initial, event_shape, device, dtype, generator)
-    schedule = target.schedule
-    step_sizes = kernel.step_sizes(target) if kernel is not None else None
-    name = _sampler_name(kernel, steps_per_level, reverse_step)
-    diagnostics = Diagnostics(name, num_samples)
-    bar = _progress_bar(schedule.T, name, progress)
-    multiplier = 1.0
-    try:
-        for t in range(schedule.T, 0, -1):
-            start, before = time.perf_counter(), target.counter.snapshot()
-            state, totals, step_size = ChainState(x), None, None
-            if kernel is not None and steps_per_level > 0:
-                state = kernel.init(target, x, t, generator)
-                for k in range(steps_per_level):
-                    step_size = multiplier * step_sizes[t - 1]
-                    state, info = kernel.step(target, state, t, step_size, generator)
-                    totals = _accumulate(totals, info)
-                    if adaptation is not None and k < adaptation.warmup_steps:
-                        multiplier = adaptation.update(multiplier, info.accepted.float().mean().item())
-            x = state.x
-            if reverse_step:
-                score = state.evaluation.score if state.evaluation is not None else target.score(x, t)
-                x = schedule.reverse_step(x, score, t, generator, variance)
-            level = _level_diagnostics(t, step_size, steps_per_level if kernel else 0, totals, x,
-                                       before, target, num_samples, time.perf_counter() - start)
-            diagnostics.levels.append(level)
-            if callback is not None:
-                callback({"level": t, "x": x, "diagnostics": level})
-            bar.update(1)
-            bar.set_postfix(acc=f"{level.acceptance:.2f}")
-    finally:
-        bar.close()
-    return SampleResult(x, diagnostics)
 
 
 def _initial_batch(target, n, initial, event_shape, device, dtype, generator) -> torch.Tensor:
