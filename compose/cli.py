@@ -47,6 +47,8 @@ def commands() -> Dict[str, Command]:
     """All subcommands, by name: register new ones here."""
     return {
         "plan": Command("print the sampler plan of a composition", _configure_plan, _run_plan),
+        "sample": Command("sample a composition into a directory: blocks, checkpoints, "
+                          "torchrun", _configure_sample, _run_sample),
         "demo": Command("run the demonstration (the 2D product with exact components); "
                         "arguments are passed through",
                         lambda parser: None, _run_demo, passthrough=True),
@@ -224,6 +226,107 @@ def _count(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer ≥ {low}, got {value}")
         return value
     return parse
+
+
+# -- compose sample -------------------------------------------------------------------------
+def _configure_sample(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Sample a composition into --out: samples.pt (N, *event), diagnostics.json, plan.txt, "
+        "samples.png. Chains run in blocks seeded from (seed, block), checkpointed after every "
+        "level; under torchrun the processes take blocks in turn. The samples are bitwise the "
+        "same for any number of processes and after --resume (docs/sampling_at_scale.md).")
+    parser.add_argument("expression", help='the composition, e.g. "ring * bar ** 0.5"')
+    parser.add_argument("--components", required=True, metavar="FILE_OR_MODULE",
+                        help="a Python file or module; its top-level components (or a dict "
+                             "named `components`) are bound by name")
+    parser.add_argument("--kernel", choices=KERNELS, required=True,
+                        help="the MCMC kernel (Reverse: no MCMC, the reverse process)")
+    parser.add_argument("--step-size", metavar="X",
+                        help="step size: a number, or a,b for the per-level power law "
+                             "a·β_t^b (needed by every kernel but Reverse)")
+    parser.add_argument("--steps", type=_count(0), default=10, metavar="K",
+                        help="MCMC steps per level (default 10)")
+    parser.add_argument("--samples", type=_count(1), default=2000, metavar="N",
+                        help="number of chains (default 2000)")
+    parser.add_argument("--seed", type=_count(0), default=0, metavar="S", help="seed (default 0)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output directory (new, or the run to continue with --resume); "
+                             "on several machines, on a filesystem they all share")
+    parser.add_argument("--block-size", type=_count(1), metavar="B",
+                        help="chains per block (default: sized for the device); part of the "
+                             "settings, it changes the samples")
+    parser.add_argument("--leapfrog", type=_count(1), default=3, metavar="L",
+                        help="leapfrog steps per HMC step (default 3)")
+    parser.add_argument("--damping", type=float, default=0.5, metavar="G",
+                        help="HMC momentum damping γ in [0, 1) (default 0.5)")
+    parser.add_argument("--path", choices=("line", "curve"), default="line",
+                        help="integration path for score-only terms (default line)")
+    parser.add_argument("--points", type=_count(0), default=0, metavar="n",
+                        help="interior integration points per straight piece (default 0)")
+    parser.add_argument("--chunk-rows", type=_count(1), default=None, metavar="R",
+                        help="most rows per network call of a score-only term")
+    parser.add_argument("--reverse-step", action="store_true",
+                        help="take the ancestral step after the MCMC steps at each level")
+    parser.add_argument("--variance", choices=("small", "large"), default="small",
+                        help="reverse-step noise: small (β̃_t) or large (β_t) (default small)")
+    parser.add_argument("--adapt", action="store_true",
+                        help="adapt the step size during a warm-up at each level")
+    parser.add_argument("--adapt-band", default="0.6,0.9", metavar="LOW,HIGH",
+                        help="acceptance band of --adapt (default 0.6,0.9)")
+    parser.add_argument("--adapt-warmup", type=_count(1), default=3, metavar="W",
+                        help="warm-up steps per level of --adapt (default 3)")
+    parser.add_argument("--adapt-factor", type=float, default=1.5, metavar="F",
+                        help="step-size factor of --adapt (default 1.5)")
+    parser.add_argument("--event-shape", metavar="D,D,...",
+                        help="shape of one sample, when no component declares it (e.g. 2 or 1,8,8)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="floating-point type of the chains (default float32)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: cuda:LOCAL_RANK when CUDA is available, else the CPU")
+    parser.add_argument("--threads", type=_count(1), default=1, metavar="T",
+                        help="torch threads per process (default 1; part of the settings)")
+    parser.add_argument("--checkpoint-every", type=_count(1), default=1, metavar="K",
+                        help="checkpoint each block after every K levels (default 1)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out: finished blocks are reused, the others "
+                             "continue from their last good checkpoint")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="a progress bar (default: only when stderr is a terminal)")
+    parser.add_argument("--no-picture", dest="picture", action="store_false",
+                        help="do not write samples.png")
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from .runs import RunError, sample_run
+    from .sampler import Adaptation
+    bindings = load_components(args.components)
+    source = Path(args.components)
+    try:
+        adaptation = None
+        if args.adapt:
+            low, high = (float(v) for v in args.adapt_band.split(","))
+            adaptation = Adaptation(band=(low, high), warmup_steps=args.adapt_warmup,
+                                    factor=args.adapt_factor)
+        shape = None
+        if args.event_shape is not None:
+            shape = tuple(int(d) for d in args.event_shape.split(","))
+        result = sample_run(
+            args.expression, bindings, args.out, kernel=args.kernel, step_size=args.step_size,
+            steps=args.steps, samples=args.samples, seed=args.seed, block_size=args.block_size,
+            leapfrog=args.leapfrog, damping=args.damping, path=args.path, points=args.points,
+            chunk_rows=args.chunk_rows, reverse_step=args.reverse_step, variance=args.variance,
+            adaptation=adaptation, event_shape=shape, dtype=args.dtype, device=args.device,
+            threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
+            progress=args.progress, picture=args.picture, components_label=args.components,
+            components_source=source.read_bytes() if source.is_file() else None)
+    except CompositionError:
+        raise
+    except ValueError as error:        # RunError, and bad option values named by the library
+        raise CommandError(str(error)) from None
+    if result is not None:
+        print(f"{result.samples.shape[0]} samples of shape {tuple(result.samples.shape[1:])} "
+              f"written to {result.out}")
+    return 0
 
 
 # -- compose demo ---------------------------------------------------------------------------

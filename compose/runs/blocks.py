@@ -1,0 +1,177 @@
+"""Blocks of chains: their seeds, their files, and running one block with checkpoints.
+
+The N chains of a run are cut into blocks of `block_size` rows (the last may be shorter).
+Block b holds rows [b·B, min((b + 1)·B, N)) and draws every random number it uses (its
+starting point, the kernels' noise and accept/reject uniforms, the reverse steps) from its own
+generator,
+
+    torch.Generator(device).manual_seed(s_b),
+    s_b = numpy.random.SeedSequence(entropy=seed, spawn_key=(b,)).generate_state(1, uint64)[0],
+
+so its samples depend on the seed, b and the settings only: never on which process ran it,
+how many processes there are, or whether it was interrupted and resumed.
+
+Files of a run under DIR/blocks/ (all written atomically with a checksum, `checkpoint`):
+
+    block-000003.pt             a finished block: its samples and per-level diagnostics
+    block-000003.t0042.ckpt     block 3 after level 42 (the state before level 41)
+
+A checkpoint holds what the annealed driver carries from one level to the next: the position
+x, the step-size multiplier of adaptation (the kernels' own state, e.g. HMC's momentum, is
+drawn afresh at the start of each level, so nothing else carries over), the generator's state,
+the diagnostics so far and the settings' hash. The two latest checkpoints of a block are kept:
+a damaged one falls back to the one before it (or to the start).
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..sampler import LevelDiagnostics, anneal
+from . import checkpoint
+from .settings import SampleSettings
+
+FORMAT = 1
+_CHECKPOINT = re.compile(r"^block-(\d{6})\.t(\d{4,})\.ckpt$")
+
+
+def block_seed(seed: int, block: int) -> int:
+    """The 64-bit seed of block `block` of a run with seed `seed` (see the module docstring)."""
+    state = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(block),)).generate_state(1, np.uint64)
+    return int(state[0])
+
+
+def block_rows(samples: int, block_size: int) -> List[Tuple[int, int]]:
+    """[start, stop) rows of every block, in order."""
+    return [(start, min(start + block_size, samples)) for start in range(0, samples, block_size)]
+
+
+def blocks_of_rank(num_blocks: int, rank: int, world: int) -> List[int]:
+    """Blocks taken by `rank` of `world` processes: in turn, rank, rank + world, …"""
+    return list(range(rank, num_blocks, world))
+
+
+class BlockFiles:
+    """Paths of the block and checkpoint files under DIR/blocks/."""
+
+    def __init__(self, out: Path):
+        self.directory = Path(out) / "blocks"
+
+    def block(self, b: int) -> Path:
+        return self.directory / f"block-{b:06d}.pt"
+
+    def checkpoint(self, b: int, level: int) -> Path:
+        return self.directory / f"block-{b:06d}.t{level:04d}.ckpt"
+
+    def checkpoints(self, b: int) -> List[Tuple[int, Path]]:
+        """(level, path) of block b's checkpoints, the furthest first (lowest level)."""
+        found = []
+        if self.directory.is_dir():
+            for path in self.directory.iterdir():
+                match = _CHECKPOINT.match(path.name)
+                if match and int(match.group(1)) == b:
+                    found.append((int(match.group(2)), path))
+        return sorted(found)
+
+
+def load_block(files: BlockFiles, b: int, digest: str, rows: Tuple[int, int]) -> dict:
+    """The finished block b; `checkpoint.DamagedFile` if damaged or from other settings."""
+    path = files.block(b)
+    payload = checkpoint.load(path)
+    _check_payload(payload, path, digest, b)
+    if tuple(payload["rows"]) != tuple(rows) or payload["samples"].shape[0] != rows[1] - rows[0]:
+        raise checkpoint.DamagedFile(f"{path}: holds rows {tuple(payload['rows'])}, expected {rows}")
+    return payload
+
+
+def _check_payload(payload, path, digest, b) -> None:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise checkpoint.DamagedFile(f"{path}: not a block file of this version")
+    if payload.get("settings_sha256") != digest:
+        raise checkpoint.DamagedFile(f"{path}: written by a run with other settings")
+    if payload.get("block") != b:
+        raise checkpoint.DamagedFile(f"{path}: holds block {payload.get('block')}, expected {b}")
+
+
+def run_block(b: int, settings: SampleSettings, digest: str, target, kernel, adaptation,
+              files: BlockFiles, device: torch.device, checkpoint_every: int = 1,
+              log: Callable[[str], None] = print, on_level: Callable[[int], None] = lambda n: None
+              ) -> dict:
+    """Sample block b (or reuse/continue it from its files); returns its finished payload.
+
+    `on_level(n)` is called with the number of levels done each time some are (progress).
+    """
+    rows = block_rows(settings.samples, settings.block_size)[b]
+    T = target.schedule.T
+    if files.block(b).exists():
+        try:
+            payload = load_block(files, b, digest, rows)
+            on_level(T)
+            return payload
+        except checkpoint.DamagedFile as error:
+            log(f"block {b}: {error}; sampling it again")
+            files.block(b).unlink(missing_ok=True)
+
+    state = _latest_checkpoint(b, files, digest, rows, log)
+    generator = torch.Generator(device=device)
+    if state is None:
+        generator.manual_seed(block_seed(settings.seed, b))
+        x = torch.randn((rows[1] - rows[0],) + tuple(settings.event_shape), generator=generator,
+                        device=device, dtype=settings.torch_dtype)
+        start, multiplier, levels = T, 1.0, []
+    else:
+        generator.set_state(state["generator"])
+        x = state["x"].to(device)
+        start, multiplier, levels = state["level"] - 1, state["multiplier"], list(state["diagnostics"])
+        on_level(T - start)
+
+    for step in anneal(target, kernel, x, settings.steps, settings.reverse_step, generator,
+                       start=start, multiplier=multiplier, variance=settings.variance,
+                       adaptation=adaptation):
+        x, multiplier = step.x, step.multiplier
+        levels.append(asdict(step.diagnostics))
+        done = T - step.level + 1
+        if step.level > 1 and done % checkpoint_every == 0:
+            _save_checkpoint(files, b, rows, digest, step.level, x, multiplier, generator, levels)
+        on_level(1)
+
+    payload = {"format": FORMAT, "settings_sha256": digest, "block": b, "rows": list(rows),
+               "samples": x.detach().cpu(), "diagnostics": levels}
+    checkpoint.save(files.block(b), payload)
+    for _, path in files.checkpoints(b):
+        path.unlink(missing_ok=True)
+    return payload
+
+
+def _save_checkpoint(files, b, rows, digest, level, x, multiplier, generator, levels) -> None:
+    payload = {"format": FORMAT, "settings_sha256": digest, "block": b, "rows": list(rows),
+               "level": level, "x": x.detach().cpu(), "multiplier": float(multiplier),
+               "generator": generator.get_state(), "diagnostics": list(levels),
+               "saved": time.time()}
+    checkpoint.save(files.checkpoint(b, level), payload)
+    # keep this one and the one before it: a damaged latest falls back to the previous
+    for _, path in files.checkpoints(b)[2:]:
+        path.unlink(missing_ok=True)
+
+
+def _latest_checkpoint(b, files, digest, rows, log) -> Optional[dict]:
+    """The furthest good checkpoint of block b; damaged ones are reported and removed."""
+    for level, path in files.checkpoints(b):
+        try:
+            payload = checkpoint.load(path)
+            _check_payload(payload, path, digest, b)
+            if tuple(payload["rows"]) != tuple(rows) or payload.get("level") != level:
+                raise checkpoint.DamagedFile(f"{path}: does not match its name")
+            return payload
+        except checkpoint.DamagedFile as error:
+            remaining = [lv for lv, p in files.checkpoints(b) if lv > level]
+            where = f"its checkpoint after level {remaining[0]}" if remaining else "the start"
+            log(f"block {b}: {error}; removed it, the block continues from {where}")
+            path.unlink(missing_ok=True)
+    return None

@@ -1,0 +1,96 @@
+"""The processes of a run: one plain process, or the ranks started by ``torchrun``.
+
+Under ``torchrun`` (the environment holds WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, …) the
+process joins the default `torch.distributed` process group: NCCL when it samples on a GPU,
+which is then ``cuda:LOCAL_RANK``, gloo on the CPU. Samples never travel through the group
+(blocks go through files in the shared output directory); it carries only small messages (the
+settings' hash, an error) and the barriers that order the phases of a run. A group the caller
+already initialised is used as it is and left open.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any, List
+
+import torch
+import torch.distributed as dist
+
+#: How long a rank waits for the others at a barrier: a rank that finished its blocks waits
+#: for the slowest one, which can take hours on a large run.
+TIMEOUT = timedelta(hours=72)
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (or another launcher with its variables)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def pick_device(device: str) -> torch.device:
+    """'auto': cuda:LOCAL_RANK when CUDA is available, else the CPU; 'cpu'; 'cuda'."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for, but this torch has no CUDA device "
+                         "(torch.cuda.is_available() is False); use --device cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if local >= torch.cuda.device_count():
+        raise ValueError(f"device: LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs "
+                         "on this machine; start at most that many processes per node")
+    return torch.device("cuda", local)
+
+
+class Group:
+    """Rank, world size and the few collective operations a run needs."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.owned = False
+        if dist.is_available() and dist.is_initialized():
+            self.distributed = True
+        elif launched():
+            if not dist.is_available():
+                raise ValueError("torchrun: this torch was built without torch.distributed")
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+                dist.init_process_group("nccl", timeout=TIMEOUT, device_id=device)
+            else:
+                dist.init_process_group("gloo", timeout=TIMEOUT)
+            self.distributed = self.owned = True
+        else:
+            self.distributed = False
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+
+    def barrier(self) -> None:
+        if not self.distributed:
+            return
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[self.device.index])
+        else:
+            dist.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value`, on every rank."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: Any) -> List[Any]:
+        """Every rank's `value`, in rank order, on every rank."""
+        if not self.distributed:
+            return [value]
+        out: List[Any] = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
+    def close(self) -> None:
+        if self.owned and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owned = False

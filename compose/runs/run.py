@@ -1,0 +1,243 @@
+"""`sample_run`: a whole sampling run into a directory, sharded over processes, resumable.
+
+    1. every rank builds the target and the settings; their hashes must agree
+    2. rank 0 checks the directory (a fresh one, or with ``resume`` the same settings) and
+       writes run.json and the plan
+    3. ranks take blocks in turn (rank r: blocks r, r + P, …); each block is sampled, or
+       continued from its last checkpoint, or reused when already finished
+    4. rank 0 merges the blocks in block order: samples.pt, diagnostics.json, samples.png
+
+The same call runs in one plain process or in every process of ``torchrun``; the samples are
+bitwise the same either way (docs/sampling_at_scale.md gives the conditions).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+import torch
+
+from .. import __version__
+from ..compiler import compile
+from ..kernels.stepsize import PowerLaw
+from ..sampler import Adaptation
+from . import blocks as _blocks
+from . import checkpoint, outputs
+from .group import Group, pick_device
+from .settings import (RunError, SampleSettings, adaptation_setting, components_digest,
+                       default_block_size, differences, step_size_setting)
+
+
+@dataclass
+class RunResult:
+    """The merged samples (N, *event), the diagnostics written to diagnostics.json, and the
+    run directory."""
+
+    samples: torch.Tensor
+    diagnostics: dict
+    out: Path
+
+
+def sample_run(expression: str, components: Mapping[str, object], out: Union[str, Path], *,
+               kernel: str = "MALA", step_size: Union[None, float, Sequence[float], PowerLaw] = None,
+               steps: int = 10, samples: int = 2000, seed: int = 0,
+               block_size: Optional[int] = None, leapfrog: int = 3, damping: float = 0.5,
+               path: str = "line", points: int = 0, chunk_rows: Optional[int] = None,
+               reverse_step: bool = False, variance: str = "small",
+               adaptation: Union[None, bool, Adaptation] = None,
+               event_shape: Optional[Sequence[int]] = None, dtype: str = "float32",
+               device: str = "auto", threads: Optional[int] = 1, checkpoint_every: int = 1,
+               resume: bool = False, progress: Optional[bool] = None, picture: bool = True,
+               components_label: Optional[str] = None, components_source: Optional[bytes] = None,
+               log: Optional[Callable[[str], None]] = None) -> Optional[RunResult]:
+    """Sample a composition into the directory `out`; the Python form of ``compose sample``.
+
+    Args (as the command's options; see ``compose sample --help``):
+        expression, components: the composition string and its name → component bindings.
+        kernel: "MALA", "ULA", "HMC", "U-HMC", "RWMH" or "Reverse".
+        step_size: a number, or (a, b) / `PowerLaw` for η_t = a·β_tᵇ.
+        steps, samples, seed: K per level, N chains, the run's seed.
+        block_size: chains per block (default: sized for the device). Changes the samples.
+        leapfrog, damping: HMC's L and γ. path, points, chunk_rows: as in `compose.compile`.
+        reverse_step, variance, adaptation: as in `compose.sample`.
+        event_shape: shape of one sample, when no component declares it.
+        dtype: "float32" or "float64". device: "auto", "cpu" or "cuda" (cuda:LOCAL_RANK).
+        threads: torch intra-op threads per process (None: leave as is). Part of the settings:
+            a different number of threads may change the last bits of network outputs.
+        checkpoint_every: checkpoint each block after every this many levels.
+        resume: continue the run in `out` (an error if its settings differ).
+        progress: a bar over levels on rank 0 (default: when stderr is a terminal).
+        picture: write samples.png.
+        components_label, components_source: how the components are named in the settings
+            and the bytes of their file (the command line passes its FILE|MODULE and file).
+        log: where messages go (default: stderr, prefixed with the rank under torchrun).
+    Returns:
+        RunResult on rank 0 (None on the other ranks).
+    """
+    torch_device = pick_device(device)
+    group = Group(torch_device)
+    previous_threads = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        say = log or _stderr(group)
+        out = Path(out)
+        if not isinstance(components, Mapping):
+            raise RunError(f"components: expected a dict of name -> component, got {type(components).__name__}")
+        target = compile(expression, dict(components), path=path, points=points, chunk_rows=chunk_rows)
+        shape = _event_shape(target, event_shape)
+        block = block_size if block_size is not None else default_block_size(shape, torch_device.type, samples)
+        settings = SampleSettings(
+            expression=expression, components=components_label or "<dict>",
+            components_sha256=components_digest(dict(components), components_source),
+            kernel=kernel, step_size=step_size_setting(step_size),
+            steps=0 if kernel == "Reverse" else steps, samples=samples, seed=seed,
+            block_size=block, event_shape=shape, leapfrog=leapfrog, damping=damping, path=path,
+            points=points, chunk_rows=chunk_rows, reverse_step=reverse_step or kernel == "Reverse",
+            variance=variance, adaptation=adaptation_setting(adaptation), dtype=dtype,
+            device=torch_device.type, threads=threads)
+        _integer_at_least("checkpoint_every", checkpoint_every, 1)
+        sampler_kernel, adapt = settings.make_kernel(), settings.make_adaptation()
+        digest = settings.digest()
+
+        # 1. every rank must be running the same thing
+        everyone = group.gather(settings.to_dict())
+        for rank, other in enumerate(everyone):
+            if other != everyone[0]:
+                raise RunError(f"rank {rank}'s settings differ from rank 0's: "
+                               + "; ".join(differences(everyone[0], other)))
+        # 2. rank 0 prepares the directory; everyone learns whether that worked
+        problem = None
+        if group.rank == 0:
+            try:
+                _prepare(out, settings, digest, resume, target, sampler_kernel, say)
+            except RunError as error:
+                problem = str(error)
+        problem = group.broadcast(problem)
+        if problem is not None:
+            raise RunError(problem)
+        if settings.num_blocks < group.world:
+            say(f"{settings.num_blocks} block(s) for {group.world} processes: some processes "
+                "have nothing to do (a smaller block_size shares the work)")
+        # 3. blocks in turn
+        files = _blocks.BlockFiles(out)
+        mine = _blocks.blocks_of_rank(settings.num_blocks, group.rank, group.world)
+        bar = _bar(len(mine) * target.T, progress if group.rank == 0 else False, settings.kernel)
+        try:
+            for b in mine:
+                _blocks.run_block(b, settings, digest, target, sampler_kernel, adapt, files,
+                                  torch_device, checkpoint_every, say, bar.update)
+        finally:
+            bar.close()
+        group.barrier()
+        # 4. rank 0 merges
+        result = None
+        if group.rank == 0:
+            result = _merge(out, settings, digest, files, target, sampler_kernel, picture)
+        group.barrier()
+        return result
+    finally:
+        torch.set_num_threads(previous_threads)
+        group.close()
+
+
+def _event_shape(target, event_shape) -> tuple:
+    if target.event_shape is not None:
+        if event_shape is not None and tuple(event_shape) != tuple(target.event_shape):
+            raise RunError(f"event_shape: {tuple(event_shape)} differs from the components' "
+                           f"{tuple(target.event_shape)}")
+        return tuple(target.event_shape)
+    if event_shape is None:
+        raise RunError("event_shape: no component declares its sample shape; pass it "
+                       "(--event-shape 2, or 1,8,8 for images)")
+    return tuple(int(d) for d in event_shape)
+
+
+def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, target, kernel,
+             say) -> None:
+    """Check or create the run directory; write run.json and the plan (rank 0)."""
+    record = out / "run.json"
+    if record.exists():
+        if not resume:
+            raise RunError(f"{out} holds a run already: pass --resume (resume=True) to continue "
+                           "it, or choose another output directory")
+        try:
+            previous = json.loads(record.read_text())
+            old = previous["settings"]
+        except (ValueError, KeyError, OSError) as error:
+            raise RunError(f"{record}: unreadable ({error}); cannot check what it ran") from None
+        changed = differences(old, settings.to_dict())
+        if changed:
+            raise RunError(f"--resume: the settings differ from the run in {out}: "
+                           + "; ".join(changed))
+        if previous.get("torch") != torch.__version__:
+            say(f"note: the run was started with torch {previous.get('torch')}, this is "
+                f"{torch.__version__}; the last bits of the samples may differ")
+    else:
+        if out.exists() and any(out.iterdir()) and not resume:
+            raise RunError(f"{out} is not empty: choose a new output directory (or resume a run "
+                           "with --resume)")
+        out.mkdir(parents=True, exist_ok=True)
+        outputs.write_json(record, {"settings": settings.to_dict(), "settings_sha256": digest,
+                                    "torch": torch.__version__, "compose": __version__,
+                                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    files = _blocks.BlockFiles(out)
+    files.directory.mkdir(exist_ok=True)
+    for stale in files.directory.glob(".*.tmp-*"):      # writes cut short by a kill
+        stale.unlink(missing_ok=True)
+    plan = target.plan_for(kernel, settings.steps, settings.samples, settings.reverse_step)
+    checkpoint.write_atomic(out / "plan.txt", (str(plan) + "\n").encode())
+    outputs.write_json(out / "plan.json", plan.to_dict())
+
+
+def _merge(out, settings, digest, files, target, kernel, picture) -> RunResult:
+    rows = _blocks.block_rows(settings.samples, settings.block_size)
+    finished = []
+    for b, span in enumerate(rows):
+        if not files.block(b).exists():
+            raise RunError(f"block {b}: {files.block(b)} is missing after every rank finished; "
+                           "on several machines the output directory must be on a filesystem "
+                           "they all share")
+        try:
+            finished.append(_blocks.load_block(files, b, digest, span))
+        except checkpoint.DamagedFile as error:
+            raise RunError(f"block {b}: {error}; run again with --resume to resample it") from None
+    samples = outputs.merge_samples(finished, settings.samples, settings.event_shape,
+                                    settings.torch_dtype)
+    name = ("Reverse" if kernel is None or settings.steps == 0
+            else kernel.name + (" + reverse" if settings.reverse_step else ""))
+    diagnostics = outputs.merge_diagnostics(finished, name, settings.samples)
+    diagnostics["settings_sha256"] = digest
+    outputs.write_tensor(out / "samples.pt", samples)
+    outputs.write_json(out / "diagnostics.json", diagnostics)
+    if picture:
+        outputs.picture(samples, out / "samples.png", f"{settings.expression}  ({name}, N = {settings.samples})")
+    return RunResult(samples, diagnostics, out)
+
+
+def _integer_at_least(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise RunError(f"{name}: must be an integer ≥ {low}, got {value!r}")
+
+
+def _stderr(group: Group) -> Callable[[str], None]:
+    prefix = f"[rank {group.rank}] " if group.world > 1 else ""
+    return lambda message: print(f"{prefix}{message}", file=sys.stderr, flush=True)
+
+
+class _NoBar:
+    def update(self, n=1): pass
+    def close(self): pass
+
+
+def _bar(total: int, enabled: Optional[bool], name: str):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=name, unit="level", file=sys.stderr)

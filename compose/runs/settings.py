@@ -1,0 +1,208 @@
+"""The settings of a sampling run: everything that decides its samples, with a hash.
+
+A run's samples are a function of its settings alone: the composition and its components, the
+kernel and its parameters, the schedule options, N, the seed, the block size, the dtype, the
+kind of device and the number of threads per process. The settings are stored with the run
+(``run.json``) and their SHA-256 in every checkpoint; resuming with anything different is an
+error that names what differs. Where the output goes, how often to checkpoint and whether to
+show progress are not settings: they do not change a single bit of the samples.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .. import kernels
+from ..sampler import Adaptation
+from ..kernels.stepsize import PowerLaw
+
+#: Kernel names, as in `compose plan --kernel`. "Reverse" is the reverse process alone.
+KERNELS = ("MALA", "ULA", "HMC", "U-HMC", "RWMH", "Reverse")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Default block size: the most chains whose state fits this many numbers (per device kind).
+BLOCK_BUDGET = {"cpu": 2 ** 20, "cuda": 2 ** 24}
+
+
+class RunError(ValueError):
+    """A run that cannot start or continue: bad settings, a directory in use, a resume that
+    does not match the run it continues."""
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """What decides the samples of a run (see the module docstring); checked on creation."""
+
+    expression: str
+    components: str
+    components_sha256: str
+    kernel: str
+    step_size: Union[None, float, Tuple[float, float]]
+    steps: int
+    samples: int
+    seed: int
+    block_size: int
+    event_shape: Tuple[int, ...]
+    leapfrog: int = 3
+    damping: float = 0.5
+    path: str = "line"
+    points: int = 0
+    chunk_rows: Optional[int] = None
+    reverse_step: bool = False
+    variance: str = "small"
+    adaptation: Optional[Dict[str, Any]] = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    threads: Optional[int] = 1
+
+    def __post_init__(self):
+        if self.kernel not in KERNELS:
+            raise RunError(f"kernel: expected one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        for name, low in (("steps", 0), ("samples", 1), ("seed", 0), ("block_size", 1),
+                          ("leapfrog", 1), ("points", 0)):
+            _integer(name, getattr(self, name), low)
+        if self.chunk_rows is not None:
+            _integer("chunk_rows", self.chunk_rows, 1)
+        if self.threads is not None:
+            _integer("threads", self.threads, 1)
+        if self.kernel != "Reverse" and self.step_size is None:
+            raise RunError(f"step_size: the {self.kernel} kernel needs a step size")
+        if not (isinstance(self.damping, numbers.Real) and 0.0 <= self.damping < 1.0):
+            raise RunError(f"damping: must be in [0, 1), got {self.damping!r}")
+        if self.path not in ("line", "curve"):
+            raise RunError(f"path: must be 'line' or 'curve', got {self.path!r}")
+        if self.variance not in ("small", "large"):
+            raise RunError(f"variance: must be 'small' or 'large', got {self.variance!r}")
+        if self.dtype not in DTYPES:
+            raise RunError(f"dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.device not in BLOCK_BUDGET:
+            raise RunError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
+        if self.kernel in ("Reverse",) and not self.reverse_step:
+            raise RunError("reverse_step: the Reverse kernel is the reverse process; it needs "
+                           "reverse_step=True")
+        if self.kernel in ("ULA", "U-HMC", "Reverse") and self.adaptation is not None:
+            raise RunError(f"adaptation: step-size adaptation needs an adjusted kernel "
+                           f"(MALA, HMC, RWMH), not {self.kernel}")
+
+    # -- what the run is built from --------------------------------------------------------
+    def make_kernel(self) -> Optional[kernels.Kernel]:
+        """The kernel these settings name (None for the reverse process alone)."""
+        size = self.step_size
+        step = PowerLaw(*size) if isinstance(size, tuple) else size
+        return {
+            "MALA": lambda: kernels.MALA(step),
+            "ULA": lambda: kernels.ULA(step),
+            "HMC": lambda: kernels.HMC(step, num_leapfrog=self.leapfrog, damping=self.damping),
+            "U-HMC": lambda: kernels.HMC(step, num_leapfrog=self.leapfrog, damping=self.damping,
+                                         adjusted=False),
+            "RWMH": lambda: kernels.RandomWalkMH(step),
+            "Reverse": lambda: None,
+        }[self.kernel]()
+
+    def make_adaptation(self) -> Optional[Adaptation]:
+        if self.adaptation is None:
+            return None
+        a = self.adaptation
+        return Adaptation(band=tuple(a["band"]), warmup_steps=a["warmup_steps"], factor=a["factor"])
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def num_blocks(self) -> int:
+        return -(-self.samples // self.block_size)
+
+    # -- comparison and hashing ----------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        """The settings as JSON values (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of the settings."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """'name (was A, now B)' for every setting that differs between two `to_dict()`s."""
+    out = []
+    for key in [f.name for f in fields(SampleSettings)] + sorted(set(old) - {f.name for f in fields(SampleSettings)}):
+        if old.get(key) != new.get(key):
+            out.append(f"{key} (was {_short(old.get(key))}, now {_short(new.get(key))})")
+    return out
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:18] + "…" + text[-18:]
+
+
+def step_size_setting(value) -> Union[None, float, Tuple[float, float]]:
+    """A step size as a setting: a positive number, or (a, b) for η_t = a·β_tᵇ (a `PowerLaw`
+    or a pair). Text forms (the command line): "0.05" or "4.03,1.34"."""
+    if value is None:
+        return None
+    if isinstance(value, PowerLaw):
+        return (float(value.a), float(value.b))
+    if isinstance(value, str):
+        parts = value.split(",")
+        try:
+            numbers_ = [float(p) for p in parts]
+        except ValueError:
+            raise RunError(f"step_size: expected a number or 'a,b' (η_t = a·β_t^b), got {value!r}") from None
+        value = numbers_[0] if len(numbers_) == 1 else tuple(numbers_)
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise RunError(f"step_size: a power law needs two numbers a,b, got {value!r}")
+        law = PowerLaw(float(value[0]), float(value[1]))            # validates a > 0, finite
+        return (law.a, law.b)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or value <= 0:
+        raise RunError(f"step_size: must be a finite number > 0 or a power law a,b, got {value!r}")
+    return float(value)
+
+
+def adaptation_setting(value) -> Optional[Dict[str, Any]]:
+    """An `Adaptation` (or True for the default one, None/False for none) as a setting."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = Adaptation()
+    if not isinstance(value, Adaptation):
+        raise RunError(f"adaptation: expected a compose.Adaptation, True or None, got {type(value).__name__}")
+    return {"band": list(value.band), "warmup_steps": value.warmup_steps, "factor": value.factor}
+
+
+def default_block_size(event_shape: Sequence[int], device: str, samples: int) -> int:
+    """The most chains whose state fits the device's budget of numbers, at most N."""
+    numel = math.prod(event_shape) if event_shape else 1
+    return max(1, min(samples, BLOCK_BUDGET[device] // max(1, numel)))
+
+
+def components_digest(components: Dict[str, object], source: Optional[bytes] = None) -> str:
+    """SHA-256 over the components' names, kinds, descriptions and weights (and the bytes of
+    the file they came from): a changed model makes a resumed run refuse to continue."""
+    h = hashlib.sha256()
+    if source is not None:
+        h.update(source)
+    for name in sorted(components):
+        value = components[name]
+        h.update(f"{name}={type(value).__module__}.{type(value).__qualname__}\n".encode())
+        if isinstance(value, torch.nn.Module):
+            h.update(repr(value).encode())
+            for key, tensor in value.state_dict().items():
+                h.update(key.encode())
+                h.update(str(tensor.dtype).encode())
+                h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _integer(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise RunError(f"{name}: must be an integer ≥ {low}, got {value!r}")
