@@ -3,6 +3,8 @@
     compose plan "<expr>" --components <file.py or module> [--kernel MALA] [--steps K]
                  [--samples N] [--path line|curve] [--points n] [--rule trapezoid|lobatto]
                  [--reverse-step] [--json]
+    compose sample "<expr>" --components ... --kernel KERNEL --step-size X --out DIR [...]
+                 (blocks, checkpoints, --resume; under torchrun, sharded over processes)
     compose demo [...]            (compose.experiments.product2d.demo; arguments passed through)
 
 Every subcommand is registered in `commands()`: a name, a help line, a function that adds its
@@ -263,6 +265,8 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
                         help="integration path for score-only terms (default line)")
     parser.add_argument("--points", type=_count(0), default=0, metavar="n",
                         help="interior integration points per straight piece (default 0)")
+    parser.add_argument("--rule", choices=RULES, default="trapezoid",
+                        help="quadrature rule for score-only terms (default trapezoid)")
     parser.add_argument("--chunk-rows", type=_count(1), default=None, metavar="R",
                         help="most rows per network call of a score-only term")
     parser.add_argument("--reverse-step", action="store_true",
@@ -314,7 +318,8 @@ def _run_sample(args: argparse.Namespace) -> int:
             args.expression, bindings, args.out, kernel=args.kernel, step_size=args.step_size,
             steps=args.steps, samples=args.samples, seed=args.seed, block_size=args.block_size,
             leapfrog=args.leapfrog, damping=args.damping, path=args.path, points=args.points,
-            chunk_rows=args.chunk_rows, reverse_step=args.reverse_step, variance=args.variance,
+            rule=args.rule, chunk_rows=args.chunk_rows, reverse_step=args.reverse_step,
+            variance=args.variance,
             adaptation=adaptation, event_shape=shape, dtype=args.dtype, device=args.device,
             threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
             progress=args.progress, picture=args.picture, components_label=args.components,

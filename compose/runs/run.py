@@ -46,7 +46,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
                kernel: str = "MALA", step_size: Union[None, float, Sequence[float], PowerLaw] = None,
                steps: int = 10, samples: int = 2000, seed: int = 0,
                block_size: Optional[int] = None, leapfrog: int = 3, damping: float = 0.5,
-               path: str = "line", points: int = 0, chunk_rows: Optional[int] = None,
+               path: str = "line", points: int = 0, rule: str = "trapezoid",
+               chunk_rows: Optional[int] = None,
                reverse_step: bool = False, variance: str = "small",
                adaptation: Union[None, bool, Adaptation] = None,
                event_shape: Optional[Sequence[int]] = None, dtype: str = "float32",
@@ -62,7 +63,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         step_size: a number, or (a, b) / `PowerLaw` for η_t = a·β_tᵇ.
         steps, samples, seed: K per level, N chains, the run's seed.
         block_size: chains per block (default: sized for the device). Changes the samples.
-        leapfrog, damping: HMC's L and γ. path, points, chunk_rows: as in `compose.compile`.
+        leapfrog, damping: HMC's L and γ. path, points, rule, chunk_rows: as in `compose.compile`.
         reverse_step, variance, adaptation: as in `compose.sample`.
         event_shape: shape of one sample, when no component declares it.
         dtype: "float32" or "float64". device: "auto", "cpu" or "cuda" (cuda:LOCAL_RANK).
@@ -88,7 +89,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         out = Path(out)
         if not isinstance(components, Mapping):
             raise RunError(f"components: expected a dict of name -> component, got {type(components).__name__}")
-        target = compile(expression, dict(components), path=path, points=points, chunk_rows=chunk_rows)
+        target = compile(expression, dict(components), path=path, points=points, rule=rule,
+                         chunk_rows=chunk_rows)
         shape = _event_shape(target, event_shape)
         block = block_size if block_size is not None else default_block_size(shape, torch_device.type, samples)
         settings = SampleSettings(
@@ -97,7 +99,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
             kernel=kernel, step_size=step_size_setting(step_size),
             steps=0 if kernel == "Reverse" else steps, samples=samples, seed=seed,
             block_size=block, event_shape=shape, leapfrog=leapfrog, damping=damping, path=path,
-            points=points, chunk_rows=chunk_rows, reverse_step=reverse_step or kernel == "Reverse",
+            points=points, rule=rule, chunk_rows=chunk_rows,
+            reverse_step=reverse_step or kernel == "Reverse",
             variance=variance, adaptation=adaptation_setting(adaptation), dtype=dtype,
             device=torch_device.type, threads=threads)
         _integer_at_least("checkpoint_every", checkpoint_every, 1)

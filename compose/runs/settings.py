@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from .. import kernels
+from ..compiler.quadrature import RULES
 from ..sampler import Adaptation
 from ..kernels.stepsize import PowerLaw
 
@@ -52,6 +53,7 @@ class SampleSettings:
     damping: float = 0.5
     path: str = "line"
     points: int = 0
+    rule: str = "trapezoid"
     chunk_rows: Optional[int] = None
     reverse_step: bool = False
     variance: str = "small"
@@ -76,6 +78,8 @@ class SampleSettings:
             raise RunError(f"damping: must be in [0, 1), got {self.damping!r}")
         if self.path not in ("line", "curve"):
             raise RunError(f"path: must be 'line' or 'curve', got {self.path!r}")
+        if self.rule not in RULES:
+            raise RunError(f"rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
         if self.variance not in ("small", "large"):
             raise RunError(f"variance: must be 'small' or 'large', got {self.variance!r}")
         if self.dtype not in DTYPES:
