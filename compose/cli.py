@@ -308,12 +308,14 @@ def _run_sample(args: argparse.Namespace) -> int:
     try:
         adaptation = None
         if args.adapt:
-            low, high = (float(v) for v in args.adapt_band.split(","))
-            adaptation = Adaptation(band=(low, high), warmup_steps=args.adapt_warmup,
+            band = _numbers(args.adapt_band, float, "--adapt-band", "LOW,HIGH, e.g. 0.6,0.9")
+            if len(band) != 2:
+                raise CommandError(f"--adapt-band: expected LOW,HIGH, e.g. 0.6,0.9, got {args.adapt_band!r}")
+            adaptation = Adaptation(band=tuple(band), warmup_steps=args.adapt_warmup,
                                     factor=args.adapt_factor)
         shape = None
         if args.event_shape is not None:
-            shape = tuple(int(d) for d in args.event_shape.split(","))
+            shape = tuple(_numbers(args.event_shape, int, "--event-shape", "sizes, e.g. 2 or 1,8,8"))
         result = sample_run(
             args.expression, bindings, args.out, kernel=args.kernel, step_size=args.step_size,
             steps=args.steps, samples=args.samples, seed=args.seed, block_size=args.block_size,
@@ -332,6 +334,13 @@ def _run_sample(args: argparse.Namespace) -> int:
         print(f"{result.samples.shape[0]} samples of shape {tuple(result.samples.shape[1:])} "
               f"written to {result.out}")
     return 0
+
+
+def _numbers(text: str, kind, option: str, expected: str) -> list:
+    try:
+        return [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise CommandError(f"{option}: expected {expected}, got {text!r}") from None
 
 
 # -- compose demo ---------------------------------------------------------------------------

@@ -90,7 +90,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         if not isinstance(components, Mapping):
             raise RunError(f"components: expected a dict of name -> component, got {type(components).__name__}")
         target = compile(expression, dict(components), path=path, points=points, rule=rule,
-                         chunk_rows=chunk_rows)
+                         chunk_rows=chunk_rows, event_shape=event_shape)
         shape = _event_shape(target, event_shape)
         block = block_size if block_size is not None else default_block_size(shape, torch_device.type, samples)
         settings = SampleSettings(
@@ -128,6 +128,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
                 "have nothing to do (a smaller block_size shares the work)")
         # 3. blocks in turn
         files = _blocks.BlockFiles(out)
+        started = time.perf_counter()
         mine = _blocks.blocks_of_rank(settings.num_blocks, group.rank, group.world)
         bar = _bar(len(mine) * target.T, progress if group.rank == 0 else False, settings.kernel)
         try:
@@ -140,7 +141,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         # 4. rank 0 merges
         result = None
         if group.rank == 0:
-            result = _merge(out, settings, digest, files, target, sampler_kernel, picture)
+            timing = {"processes": group.world, "sampling_seconds": time.perf_counter() - started}
+            result = _merge(out, settings, digest, files, target, sampler_kernel, picture, timing)
         group.barrier()
         return result
     finally:
@@ -197,7 +199,7 @@ def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, tar
     outputs.write_json(out / "plan.json", plan.to_dict())
 
 
-def _merge(out, settings, digest, files, target, kernel, picture) -> RunResult:
+def _merge(out, settings, digest, files, target, kernel, picture, timing) -> RunResult:
     rows = _blocks.block_rows(settings.samples, settings.block_size)
     finished = []
     for b, span in enumerate(rows):
@@ -215,6 +217,7 @@ def _merge(out, settings, digest, files, target, kernel, picture) -> RunResult:
             else kernel.name + (" + reverse" if settings.reverse_step else ""))
     diagnostics = outputs.merge_diagnostics(finished, name, settings.samples)
     diagnostics["settings_sha256"] = digest
+    diagnostics.update(timing)          # this session's processes and wall time of its blocks
     outputs.write_tensor(out / "samples.pt", samples)
     outputs.write_json(out / "diagnostics.json", diagnostics)
     if picture:
