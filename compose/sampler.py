@@ -24,6 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from .compiler import Target
+from .compiler.plan import level_steps
 from .kernels.base import ChainState, Kernel
 
 
@@ -120,7 +121,7 @@ class SampleResult:
     diagnostics: Diagnostics
 
 
-def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per_level: int = 10,
+def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per_level=10,
            reverse_step: bool = False, generator: Optional[torch.Generator] = None, *,
            initial: Optional[torch.Tensor] = None, event_shape: Optional[Sequence[int]] = None,
            device=None, dtype: torch.dtype = torch.float32, variance: str = "small",
@@ -132,7 +133,8 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
         target: a compiled composition (`compose.compile`).
         kernel: ULA, MALA, HMC, RandomWalkMH, or None (reverse process only).
         num_samples: number of independent chains N.
-        steps_per_level: K kernel steps at each level.
+        steps_per_level: K kernel steps at each level, or a sequence of T counts (entry t − 1
+            for level t; a level with 0 steps is skipped), e.g. `compose.presets.end_loaded_steps`.
         reverse_step: take the ancestral step t → t − 1 after the kernel steps at t.
         generator: the only source of randomness (on the device of the samples).
         initial: starting batch at level T (default x ~ N(0, I)).
@@ -144,12 +146,12 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
     Returns:
         SampleResult(samples, diagnostics).
     """
-    _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation)
+    counts = _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation)
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
         raise ValueError(f"num_samples: must be an integer ≥ 1, got {num_samples!r}")
 
     x = _initial_batch(target, num_samples, initial, event_shape, device, dtype, generator)
-    name = _sampler_name(kernel, steps_per_level, reverse_step)
+    name = _sampler_name(kernel, sum(counts), reverse_step)
     diagnostics = Diagnostics(name, num_samples)
     bar = _progress_bar(target.schedule.T, name, progress)
     try:
@@ -178,7 +180,7 @@ class AnnealStep:
     diagnostics: LevelDiagnostics
 
 
-def anneal(target: Target, kernel: Optional[Kernel], x: torch.Tensor, steps_per_level: int = 10,
+def anneal(target: Target, kernel: Optional[Kernel], x: torch.Tensor, steps_per_level=10,
            reverse_step: bool = False, generator: Optional[torch.Generator] = None, *,
            start: Optional[int] = None, multiplier: float = 1.0, variance: str = "small",
            adaptation: Optional[Adaptation] = None) -> Iterator[AnnealStep]:
@@ -206,12 +208,14 @@ def _levels(target, kernel, x, steps_per_level, reverse_step, generator, start, 
     schedule = target.schedule
     step_sizes = kernel.step_sizes(target) if kernel is not None else None
     num_samples = x.shape[0]
+    counts = level_steps(steps_per_level, target.T)
     for t in range(start, 0, -1):
         begin, before = time.perf_counter(), target.counter.snapshot()
         state, totals, step_size = ChainState(x), None, None
-        if kernel is not None and steps_per_level > 0:
+        steps = counts[t - 1] if kernel is not None else 0
+        if steps > 0:
             state = kernel.init(target, x, t, generator)
-            for k in range(steps_per_level):
+            for k in range(steps):
                 step_size = multiplier * step_sizes[t - 1]
                 state, info = kernel.step(target, state, t, step_size, generator)
                 totals = _accumulate(totals, info)
@@ -221,24 +225,25 @@ def _levels(target, kernel, x, steps_per_level, reverse_step, generator, start, 
         if reverse_step:
             score = state.evaluation.score if state.evaluation is not None else target.score(x, t)
             x = schedule.reverse_step(x, score, t, generator, variance)
-        level = _level_diagnostics(t, step_size, steps_per_level if kernel else 0, totals, x,
+        level = _level_diagnostics(t, step_size, steps, totals, x,
                                    before, target, num_samples, time.perf_counter() - begin)
         yield AnnealStep(t, x, multiplier, level)
 
 
-def _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation) -> None:
+def _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation) -> List[int]:
+    """Validate the run's arguments; return the step count of each level (index t − 1)."""
     if not isinstance(target, Target):
         raise ValueError(f"target: expected a compiled Target (compose.compile), got {type(target).__name__}")
     if kernel is not None and not isinstance(kernel, Kernel):
         raise ValueError(f"kernel: expected a compose kernel or None, got {type(kernel).__name__}")
-    if isinstance(steps_per_level, bool) or not isinstance(steps_per_level, numbers.Integral) or steps_per_level < 0:
-        raise ValueError(f"steps_per_level: must be an integer ≥ 0, got {steps_per_level!r}")
+    counts = level_steps(steps_per_level, target.T)
     if variance not in ("small", "large"):
         raise ValueError(f"variance: must be 'small' or 'large', got {variance!r}")
-    if (kernel is None or steps_per_level == 0) and not reverse_step:
+    if (kernel is None or not any(counts)) and not reverse_step:
         raise ValueError("kernel: with no kernel steps, reverse_step=True is needed (otherwise nothing moves)")
     if adaptation is not None and (kernel is None or not kernel.adjusted):
         raise ValueError("adaptation: step-size adaptation needs an adjusted kernel (MALA, HMC, RandomWalkMH)")
+    return counts
 
 
 def _initial_batch(target, n, initial, event_shape, device, dtype, generator) -> torch.Tensor:

@@ -20,6 +20,7 @@ terms split every call into chunks of at most `chunk_rows` rows; exact terms are
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Tuple
 
@@ -45,12 +46,13 @@ _EXACT_TEXT = {
 @dataclass
 class PlanCall:
     """Calls of one batch shape that a term's network receives: how many per MCMC step and
-    per level (the level count includes the start of the level and the reverse step)."""
+    per level (the level count includes the start of the level and the reverse step; None when
+    the number of steps differs between levels)."""
 
     what: str
     shape: Tuple
     per_step: int
-    per_level: int
+    per_level: Optional[int]
 
 
 @dataclass
@@ -96,12 +98,17 @@ class Plan:
                    target.points, target.chunk_rows, terms, rule=target.rule)
 
     @classmethod
-    def for_kernel(cls, target, kernel, steps_per_level: int, num_samples: int,
+    def for_kernel(cls, target, kernel, steps_per_level, num_samples: int,
                    reverse_step: bool = False, device="cpu") -> "Plan":
         """The plan with evaluation counts for `kernel` (None: the reverse process) at
-        K = `steps_per_level` steps per level on N = `num_samples` chains, on `device`
-        (which decides how integration points are batched when `chunk_rows` is None)."""
-        K, N, T = int(steps_per_level), int(num_samples), target.T
+        K = `steps_per_level` steps per level (or one count per level, see `level_steps`) on
+        N = `num_samples` chains, on `device` (which decides how integration points are
+        batched when `chunk_rows` is None). With counts that differ between levels the
+        per-level figures are None and the per-sample ones sum over the levels."""
+        counts = level_steps(steps_per_level, target.T)
+        if len(set(counts)) > 1:
+            return cls._for_varying_steps(target, kernel, counts, num_samples, reverse_step, device)
+        K, N, T = counts[0], int(num_samples), target.T
         if K < 0 or N < 1:
             raise ValueError(f"steps_per_level must be ≥ 0 and num_samples ≥ 1, got {K} and {N}")
         runs_kernel = kernel is not None and K > 0
@@ -166,6 +173,28 @@ class Plan:
                        "per_sample": T * per_level_total}
         return plan
 
+    @classmethod
+    def _for_varying_steps(cls, target, kernel, counts, num_samples, reverse_step, device) -> "Plan":
+        """Per-sample counts summed over the levels from the plans of each distinct K."""
+        if kernel is None or not any(counts):
+            return cls.for_kernel(target, kernel, 0, num_samples, reverse_step, device)
+        by_k = {k: cls.for_kernel(target, kernel, k, num_samples, reverse_step, device)
+                for k in set(counts) if k > 0 or reverse_step}
+        plan = by_k[max(counts)]
+        per_sample = [0] * len(_leaf_terms(plan.terms))
+        for k in counts:
+            if k in by_k:
+                for i, term in enumerate(_leaf_terms(by_k[k].terms)):
+                    per_sample[i] += term.per_level
+        for term, total in zip(_leaf_terms(plan.terms), per_sample):
+            term.per_level, term.per_sample = None, total
+            for call in term.calls:
+                call.per_level = None
+        plan.kernel["steps_per_level"] = list(counts)
+        plan.totals = {"per_step": plan.totals["per_step"], "per_level": None,
+                       "per_sample": sum(per_sample)}
+        return plan
+
     def to_dict(self) -> dict:
         """The plan as plain data (JSON-serialisable; tuples become lists in JSON)."""
         return asdict(self)
@@ -178,6 +207,10 @@ class Plan:
             k, t = self.kernel, self.totals
             if k["name"] == "Reverse":
                 run = "reverse process only"
+            elif isinstance(k["steps_per_level"], list):
+                steps = k["steps_per_level"]
+                run = (f"{sum(steps)} steps over the levels, {steps[-1]} at level {len(steps)} … "
+                       f"{steps[0]} at level 1")
             else:
                 run = f"{k['steps_per_level']} steps per level"
                 if "num_leapfrog" in k:
@@ -197,6 +230,8 @@ class Plan:
 def _per(counts, kernel) -> str:
     if kernel["name"] == "Reverse":
         return f"{counts['per_level']} per level, {counts['per_sample']} per sample"
+    if counts["per_level"] is None:
+        return f"{counts['per_step']} per MCMC step, {counts['per_sample']} per sample"
     return (f"{counts['per_step']} per MCMC step, {counts['per_level']} per level, "
             f"{counts['per_sample']} per sample")
 
@@ -236,6 +271,24 @@ def _plan_term(term, path: str, points: int, rule: str = "trapezoid") -> PlanTer
                     window=window)
 
 
+def level_steps(steps_per_level, T: int) -> List[int]:
+    """MCMC steps at levels 1..T (index t − 1) from one count K ≥ 0 for every level, or a
+    sequence of T counts ≥ 0 (entry t − 1 for level t, as for per-level step sizes)."""
+    if isinstance(steps_per_level, numbers.Integral) and not isinstance(steps_per_level, bool):
+        if steps_per_level < 0:
+            raise ValueError(f"steps_per_level: must be an integer ≥ 0, got {steps_per_level!r}")
+        return [int(steps_per_level)] * T
+    try:
+        counts = list(steps_per_level.tolist() if hasattr(steps_per_level, "tolist") else steps_per_level)
+    except TypeError:
+        counts = None
+    if counts is None or len(counts) != T or not all(
+            isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 0 for k in counts):
+        raise ValueError(f"steps_per_level: must be an integer ≥ 0 or a sequence of T = {T} integers "
+                         f"≥ 0 (entry t − 1 for level t), got {steps_per_level!r:.80}")
+    return [int(k) for k in counts]
+
+
 def _chunks(rows: int, chunk: Optional[int]) -> List[Tuple[int, int]]:
     """(rows per call, calls) for `rows` rows split into chunks of at most `chunk`."""
     if not chunk or chunk >= rows:
@@ -243,6 +296,14 @@ def _chunks(rows: int, chunk: Optional[int]) -> List[Tuple[int, int]]:
     out = [(chunk, rows // chunk)]
     if rows % chunk:
         out.append((rows % chunk, 1))
+    return out
+
+
+def _leaf_terms(plan_terms) -> List["PlanTerm"]:
+    """Every evaluated PlanTerm, mixture branches included, in order."""
+    out = []
+    for term in plan_terms:
+        out.extend(_leaf_terms(term.branches) if term.branches else [term])
     return out
 
 
@@ -266,12 +327,13 @@ def _term_lines(term: PlanTerm, indent: str, last: bool, kernel: Optional[dict])
     inner = indent + ("   " if last else "│  ")
     bar = "│  " if term.branches else "   "
     lines.append(f"{inner}{bar}Δ: {term.delta}")
-    if term.per_level is not None:
+    if term.per_sample is not None:
         counts = {"per_step": term.per_step, "per_level": term.per_level,
                   "per_sample": term.per_sample}
         lines.append(f"{inner}{bar}evaluations per chain: {_per(counts, kernel)}")
         for call in term.calls:
             when = (f"{call.per_level} per level" if kernel["name"] == "Reverse"
+                    else f"{call.per_step} per step" if call.per_level is None
                     else f"{call.per_step} per step, {call.per_level} per level")
             lines.append(f"{inner}{bar}call {_format_shape(call.shape)} at {call.what}: {when}")
         if term.shared_with is not None:
