@@ -194,6 +194,41 @@ def killed(components, tmp_path_factory):
     return out
 
 
+def test_sigkill_to_torchrun_ends_its_workers_and_resume_is_bitwise_the_same(components, reference, tmp_path):
+    # SIGKILL to the launcher alone: its workers (in sessions of their own) must end with it;
+    # the run is then resumed by a plain process (a different number of processes)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "compose.cli", *_argv(components, out)]
+    launcher = subprocess.Popen(command, env=_env(SLOW_DELAY="0.02"), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers = []
+    try:
+        while not list((out / "blocks").glob("*.ckpt")) if (out / "blocks").is_dir() else True:
+            assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.005)
+        workers = _descendants(launcher.pid)
+    finally:
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+    assert len(workers) >= 2
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "torchrun's workers outlived it"
+        time.sleep(0.01)
+    assert not (out / "samples.pt").exists()
+    assert cli.main(_argv(components, out, "--resume")) == 0
+    assert np.array_equal(_bits(out / "samples.pt"), _bits(reference / "samples.pt"))
+
+
+def _running(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _copy(directory, to):
     import shutil
     shutil.copytree(directory, to)

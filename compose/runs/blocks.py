@@ -73,7 +73,7 @@ class BlockFiles:
         """(level, path) of block b's checkpoints, the furthest first (lowest level)."""
         found = []
         if self.directory.is_dir():
-            for path in self.directory.iterdir():
+            for path in list(self.directory.iterdir()):
                 match = _CHECKPOINT.match(path.name)
                 if match and int(match.group(1)) == b:
                     found.append((int(match.group(2)), path))
@@ -114,6 +114,8 @@ def run_block(b: int, settings: SampleSettings, digest: str, target, kernel, ada
             payload = load_block(files, b, digest, rows)
             on_level(T)
             return payload
+        except FileNotFoundError:       # removed meanwhile (by another run in this directory)
+            pass
         except checkpoint.DamagedFile as error:
             log(f"block {b}: {error}; sampling it again")
             files.block(b).unlink(missing_ok=True)
@@ -169,6 +171,8 @@ def _latest_checkpoint(b, files, digest, rows, log) -> Optional[dict]:
             if tuple(payload["rows"]) != tuple(rows) or payload.get("level") != level:
                 raise checkpoint.DamagedFile(f"{path}: does not match its name")
             return payload
+        except FileNotFoundError:       # removed meanwhile: the next one is tried
+            continue
         except checkpoint.DamagedFile as error:
             remaining = [lv for lv, p in files.checkpoints(b) if lv > level]
             where = f"its checkpoint after level {remaining[0]}" if remaining else "the start"

@@ -10,6 +10,8 @@ already initialised is used as it is and left open.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from datetime import timedelta
 from typing import Any, List
 
@@ -44,6 +46,25 @@ def pick_device(device: str) -> torch.device:
     return torch.device("cuda", local)
 
 
+def _end_with_launcher() -> None:
+    """Under torchrun on Linux, have the kernel end this worker when the launcher dies.
+
+    torchrun starts each worker in a session of its own, so a SIGKILL to torchrun alone would
+    leave its workers running, unseen, beside a resumed run. With PR_SET_PDEATHSIG they get a
+    SIGKILL too: killing the launcher kills the run, which `--resume` then continues.
+    """
+    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)             # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:                                   # the launcher died before that
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Group:
     """Rank, world size and the few collective operations a run needs."""
 
@@ -53,6 +74,7 @@ class Group:
         if dist.is_available() and dist.is_initialized():
             self.distributed = True
         elif launched():
+            _end_with_launcher()
             if not dist.is_available():
                 raise ValueError("torchrun: this torch was built without torch.distributed")
             if device.type == "cuda":
