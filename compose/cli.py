@@ -153,7 +153,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         reverse = args.reverse_step or args.kernel == "Reverse"
         plan = target.plan_for(_kernel(args.kernel, args.leapfrog), args.steps, args.samples,
                                reverse)
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else str(plan))
+    print(json.dumps(plan.to_dict(), indent=2, allow_nan=False) if args.json else str(plan))
     return 0
 
 

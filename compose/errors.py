@@ -54,3 +54,11 @@ class CompositionError(ValueError):
             f"line {self.span.line}, column {self.span.column}: {self.message}\n"
             f"  {line_text}\n  {caret}"
         )
+
+
+class UnknownKeywordError(CompositionError, TypeError):
+    """A keyword of `compile` that is neither an option nor a name in the composition.
+
+    A CompositionError like every bad composition, and a TypeError, as Python raises for an
+    unexpected keyword argument.
+    """

@@ -23,6 +23,11 @@ Leaves refer to components by name. A leaf built by the parser has ``component=N
 `bind` attaches components; a leaf built from a component object carries it already.
 Equality is structural (names, numbers, conditions) plus identity of the bound components, so
 ``parse(str(e), **components) == e``.
+
+Long products are normal (many prompts, many windows) and build trees thousands of nodes deep,
+so nothing here recurses over a tree: printing, equality, hashing and `leaves` walk it with an
+explicit stack. A node type says what it is through three small methods, `children`, `_own`
+(its data besides the children) and `_parts` (how it prints), and inherits the rest.
 """
 from __future__ import annotations
 
@@ -70,6 +75,23 @@ def _check_real(value: Any, what: str) -> float:
     return value
 
 
+def check_condition_value(variable: str, value: Any, what: str) -> ConditionValue:
+    """`value` as a condition value (int, float or str), or a CompositionError saying why not:
+    a bool or another type, or a non-finite float. (What range a component accepts is its own
+    check, `Component.check_conditions`, made when compiling.)"""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numbers.Real, str)):
+        raise CompositionError(
+            f"{what}: value of condition '{variable}' must be an int, float or str, got {value!r:.60}")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    value = float(value)
+    if not math.isfinite(value):
+        raise CompositionError(f"{what}: value of condition '{variable}' must be finite, got {value!r}")
+    return value
+
+
 def _check_conditions(conditions: Any, what: str) -> Tuple[Tuple[str, ConditionValue], ...]:
     items = tuple(conditions.items()) if isinstance(conditions, Mapping) else tuple(conditions)
     seen = set()
@@ -78,15 +100,8 @@ def _check_conditions(conditions: Any, what: str) -> Tuple[Tuple[str, ConditionV
             raise CompositionError(f"{what}: condition variable must be an identifier, got {variable!r}")
         if variable in seen:
             raise CompositionError(f"{what}: condition '{variable}' is given twice")
-        if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numbers.Real, str)):
-            raise CompositionError(
-                f"{what}: value of condition '{variable}' must be an int, float or str, got {value!r}")
-        if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) \
-                and not math.isfinite(value):
-            raise CompositionError(f"{what}: value of condition '{variable}' must be finite, got {value!r}")
         seen.add(variable)
-    return tuple((v, x if isinstance(x, str) else int(x) if isinstance(x, numbers.Integral)
-                  else float(x)) for v, x in items)
+    return tuple((v, check_condition_value(v, x, what)) for v, x in items)
 
 
 class Expr:
@@ -130,18 +145,99 @@ class Expr:
 
     def leaves(self) -> Iterator["Leaf"]:
         """Every leaf in the tree, left to right."""
-        for child in self.children():
-            yield from child.leaves()
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Leaf):
+                yield node
+            else:
+                stack.extend(reversed(node.children()))
+
+    def nodes(self) -> Iterator["Expr"]:
+        """Every node in the tree, parents before children, left to right."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children()))
 
     def children(self) -> Tuple["Expr", ...]:
         return ()
 
-    def _wrap(self, child: "Expr", slot: int) -> str:
-        text = str(child)
-        return f"({text})" if child.precedence < slot else text
+    def _own(self) -> Tuple:
+        """The node's data besides its children (compared by `==`, hashed)."""
+        return ()
+
+    def _parts(self) -> Tuple:
+        """How the node prints: text, and (child, slot) pairs; a child binding looser than its
+        slot is put in parentheses."""
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        out, stack = [], [self]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                out.append(item)
+                continue
+            for part in reversed(item._parts()):
+                if isinstance(part, str):
+                    stack.append(part)
+                else:
+                    child, slot = part
+                    stack.extend((")", child, "(") if child.precedence < slot else (child,))
+        return "".join(out)
+
+    def __eq__(self, other: Any) -> bool:
+        pairs = [(self, other)]
+        while pairs:
+            a, b = pairs.pop()
+            if a is b:
+                continue
+            if type(a) is not type(b) or a._own() != b._own():
+                return False
+            ca, cb = a.children(), b.children()
+            if len(ca) != len(cb):
+                return False
+            pairs.extend(zip(ca, cb))
+        return True
+
+    def __ne__(self, other: Any) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple((type(node).__name__, node._own(), len(node.children()))
+                                for node in self.nodes()))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"
+
+
+# How deeply mixtures may nest inside mixtures: compiling and evaluating a mixture recurses
+# into its branches. Products, quotients, powers and guidance may nest to any depth.
+MAX_MIXTURE_NESTING = 64
+
+
+def mixture_nesting(expr: Expr) -> int:
+    """How many mixtures lie inside one another at the deepest point of `expr`."""
+    deepest, stack = 0, [(expr, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mixture):
+            depth += 1
+            deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in node.children())
+    return deepest
+
+
+def short(expr: Any, limit: int = 80) -> str:
+    """`str(expr)` cut to `limit` characters for messages (long products print long)."""
+    text = str(expr)
+    return text if len(text) <= limit else text[:limit - 25] + " … " + text[-20:]
 
 
 def as_expr(value: Any) -> Expr:
@@ -156,7 +252,7 @@ def as_expr(value: Any) -> Expr:
         "(numbers only appear as exponents, e.g. p ** 0.5)")
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Leaf(Expr):
     """A component by name, optionally conditioned (classifier-free guidance): ``p(class=7)``.
 
@@ -177,12 +273,8 @@ class Leaf(Expr):
             raise CompositionError(f"component name must be an identifier, got {self.name!r}")
         object.__setattr__(self, "conditions", _check_conditions(self.conditions, f"'{self.name}'"))
 
-    def __eq__(self, other: Any) -> bool:
-        return (isinstance(other, Leaf) and self.name == other.name
-                and self.conditions == other.conditions and self.component is other.component)
-
-    def __hash__(self) -> int:
-        return hash((self.name, self.conditions, id(self.component)))
+    def _own(self) -> Tuple:
+        return (self.name, self.conditions, id(self.component))
 
     def given(self, conditions: Optional[Mapping[str, ConditionValue]] = None,
               **more: ConditionValue) -> "Leaf":
@@ -194,17 +286,14 @@ class Leaf(Expr):
             merged[variable] = value
         return replace(self, conditions=tuple(merged.items()))
 
-    def leaves(self) -> Iterator["Leaf"]:
-        yield self
-
-    def __str__(self) -> str:
+    def _parts(self) -> Tuple:
         if not self.conditions:
-            return self.name
+            return (self.name,)
         inner = ", ".join(f"{v}={_format_value(x)}" for v, x in self.conditions)
-        return f"{self.name}({inner})"
+        return (f"{self.name}({inner})",)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Product(Expr):
     """``left * right``: log-densities add, scores add."""
 
@@ -215,12 +304,12 @@ class Product(Expr):
     def children(self):
         return (self.left, self.right)
 
-    def __str__(self):
+    def _parts(self):
         # '*' and '/' are left-associative: the right operand needs parens at equal precedence.
-        return f"{self._wrap(self.left, _PRODUCT)} * {self._wrap(self.right, _POWER)}"
+        return ((self.left, _PRODUCT), " * ", (self.right, _POWER))
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Quotient(Expr):
     """``left / right``: the right operand enters with weight −1 (negation, as in R3)."""
 
@@ -231,11 +320,11 @@ class Quotient(Expr):
     def children(self):
         return (self.left, self.right)
 
-    def __str__(self):
-        return f"{self._wrap(self.left, _PRODUCT)} / {self._wrap(self.right, _POWER)}"
+    def _parts(self):
+        return ((self.left, _PRODUCT), " / ", (self.right, _POWER))
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Power(Expr):
     """``base ** exponent`` with a real exponent: weights multiply through nesting."""
 
@@ -249,12 +338,15 @@ class Power(Expr):
     def children(self):
         return (self.base,)
 
-    def __str__(self):
+    def _own(self):
+        return (self.exponent,)
+
+    def _parts(self):
         # The exponent is a number, so the base must be an atom: (a ** 2) ** 3 keeps its parens.
-        return f"{self._wrap(self.base, _ATOM)} ** {format_number(self.exponent)}"
+        return ((self.base, _ATOM), f" ** {format_number(self.exponent)}")
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Mixture(Expr):
     """``a + b + ...``: equal-weight mixture, log π = logsumexp_i log p_i − log n.
 
@@ -266,14 +358,19 @@ class Mixture(Expr):
     precedence = _MIXTURE
 
     def __post_init__(self):
-        if len(self.components) < 2:
+        components = tuple(self.components)
+        if len(components) < 2:
             raise CompositionError("a mixture needs at least two components")
+        object.__setattr__(self, "components", components)
 
     def children(self):
         return self.components
 
-    def __str__(self):
-        return " + ".join(self._wrap(c, _PRODUCT) for c in self.components)
+    def _parts(self):
+        parts = []
+        for c in self.components:
+            parts.extend((" + ", (c, _PRODUCT)))
+        return tuple(parts[1:])
 
 
 @dataclass(frozen=True)
@@ -289,8 +386,9 @@ class Condition:
     span: Any = None
 
     def __post_init__(self):
-        (pair,) = _check_conditions(((self.variable, self.value),), "guidance")
-        object.__setattr__(self, "value", pair[1])
+        if not isinstance(self.variable, str) or not _IDENTIFIER.match(self.variable):
+            raise CompositionError(f"guidance: condition variable must be an identifier, got {self.variable!r}")
+        object.__setattr__(self, "value", check_condition_value(self.variable, self.value, "guidance"))
 
     def __eq__(self, other: Any) -> bool:
         return (isinstance(other, Condition) and self.variable == other.variable
@@ -303,7 +401,7 @@ class Condition:
         return f"{self.variable}={_format_value(self.value)}"
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Guidance(Expr):
     """``expr | class=7, style=2 @ scale``: classifier guidance, binding loosest.
 
@@ -332,14 +430,17 @@ class Guidance(Expr):
     def children(self):
         return (self.expr,)
 
-    def __str__(self):
-        text = f"{self._wrap(self.expr, _MIXTURE)} | " + ", ".join(str(c) for c in self.conditions)
+    def _own(self):
+        return (self.conditions, self.scale)
+
+    def _parts(self):
+        text = " | " + ", ".join(str(c) for c in self.conditions)
         if self.scale != 1.0:
             text += f" @ {format_number(self.scale)}"
-        return text
+        return ((self.expr, _MIXTURE), text)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Window(Expr):
     """``expr[W]``: `expr` seen through the window W of the canvas (docs/windows.md).
 
@@ -363,5 +464,8 @@ class Window(Expr):
     def children(self):
         return (self.expr,)
 
-    def __str__(self):
-        return f"{self._wrap(self.expr, _ATOM)}[{windows.format_items(self.items)}]"
+    def _own(self):
+        return (self.items,)
+
+    def _parts(self):
+        return ((self.expr, _ATOM), f"[{windows.format_items(self.items)}]")

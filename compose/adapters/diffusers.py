@@ -41,6 +41,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
                       "pip install 'score-compose[diffusers]'") from error
 
 from ..components import Conditions, ScoreModel
+from ..components.network import check_condition_tensors
 from ..schedule import Schedule
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -182,6 +183,10 @@ class DiffusersScoreModel(ScoreModel):
                          conditions: Conditions = ()) -> torch.Tensor:
         """ε̂(x, t), shape of x (see the module docstring for each prediction type)."""
         return self.noise_from_output(self.unet_output(x, t, conditions), x, t)
+
+    def check_conditions(self, conditions: Conditions) -> None:
+        check_condition_tensors(self.name, conditions)
+        self._class_labels(conditions, 1, "cpu")
 
     def _class_labels(self, conditions: Conditions, n: int, device) -> dict:
         values = dict(conditions)

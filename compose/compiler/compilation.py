@@ -1,12 +1,22 @@
-"""`compile`: a composition (tree, component or string) into a `Target`."""
+"""`compile`: a composition (tree, component or string) into a `Target`.
+
+Options and bindings share the keyword namespace of `compile`: ``compile("p * q", p=p, q=q,
+points=3)``. The options are compile's keyword-only parameters (`OPTIONS`, read from its
+signature, so a new option is known everywhere the moment it is added); every other keyword
+must name a component or guidance variable of the composition string, and a keyword that does
+neither is an error listing both.
+"""
 from __future__ import annotations
 
+import difflib
+import inspect
 import numbers
+from collections.abc import Mapping
 from typing import List, Optional, Sequence, Tuple
 
 from .. import windows
-from ..errors import CompositionError
-from ..expr import Expr, Leaf, Window, as_expr
+from ..errors import CompositionError, UnknownKeywordError
+from ..expr import Expr, Guidance, Leaf, Window, as_expr, short
 from ..language import parse
 from .quadrature import check_rule
 from .target import PATHS, Target
@@ -35,12 +45,20 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
     Returns:
         a Target with `score`, `evaluate`, `log_ratio`, `log_ratio_curve` and `plan`.
     """
-    if isinstance(expr, str):
-        mapping = dict(components or {})
-        mapping.update(more)
-        expr = parse(expr, mapping)
-    elif components or more:
-        raise ValueError("components: bindings are only used when expr is a composition string")
+    source = expr if isinstance(expr, str) else None
+    if source is not None:
+        if components is not None and not isinstance(components, Mapping):
+            raise CompositionError(f"components: expected a mapping of names to components, got "
+                                   f"{type(components).__name__}")
+        if more:
+            _check_keywords(source, more)
+        expr = parse(source, components, **more)
+    else:
+        if more:
+            raise UnknownKeywordError(_unknown_keywords(list(more), (), "the composition is not a string, "
+                                              "so keywords are options only"))
+        if components is not None:
+            raise ValueError("components: bindings are only used when expr is a composition string")
     expr = as_expr(expr)
     if path not in PATHS:
         raise ValueError(f"path: must be one of {', '.join(PATHS)}, got {path!r}")
@@ -52,9 +70,14 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
     check_rule(rule)
 
     canvas = _canvas(expr, event_shape)
-    terms = merge(flatten(expr, 1.0, None if canvas is None else windows.full_box(canvas), canvas))
+    try:
+        terms = merge(flatten(expr, 1.0, None if canvas is None else windows.full_box(canvas), canvas))
+    except CompositionError as error:
+        if source is None or error.source is not None:
+            raise
+        raise CompositionError(error.message, source, error.span) from None
     if not terms:
-        raise CompositionError(f"'{expr}': every weight cancels, nothing is left to sample")
+        raise CompositionError(f"'{short(expr)}': every weight cancels, nothing is left to sample")
     sources = leaf_components(terms)
     schedule = sources[0].schedule
     for c in sources[1:]:
@@ -120,3 +143,33 @@ def _check_coverage(terms: List[Term], canvas: Tuple[int, ...]) -> None:
     raise CompositionError(f"canvas coordinates covered by no factor: {shown} (canvas "
                            f"{canvas}); their score would be zero and the chains would drift "
                            "there without bound: cover them with a window of some factor")
+
+
+# compile's options: its keyword-only parameters.
+OPTIONS = tuple(name for name, parameter in inspect.signature(compile).parameters.items()
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _check_keywords(source: str, keywords: dict) -> None:
+    """Every keyword binding names a component or guidance variable of `source`."""
+    expr = parse(source)
+    names = {leaf.name for leaf in expr.leaves()}
+    names.update(c.variable for node in expr.nodes() if isinstance(node, Guidance)
+                 for c in node.conditions)
+    unused = [k for k in keywords if k not in names]
+    if unused:
+        raise UnknownKeywordError(_unknown_keywords(unused, sorted(names), "names in the composition"))
+
+
+def _unknown_keywords(unknown, names, what: str) -> str:
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(OPTIONS) + list(names), n=1)
+        described.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    head = "unknown keyword " if len(unknown) == 1 else "unknown keywords "
+    text = head + ", ".join(described) + "; compile's options: " + ", ".join(OPTIONS)
+    if names:
+        text += f"; {what}: " + ", ".join(names)
+    elif what:
+        text += f" ({what})"
+    return text

@@ -35,6 +35,21 @@ from .terms import MixtureDensity, Term
 
 PATHS = ("line", "curve")
 
+# A bound on the scores and log-densities of well-behaved components (|s|, |log p| ≤ 1e8): a
+# weight w with |w| · 1e8 beyond the dtype's range may overflow it, and is then checked.
+_ORDINARY_MAGNITUDE = 1e8
+
+
+def _largest_weight(terms: List[Term]) -> float:
+    """max |w| over the terms, mixture branch weights multiplied in."""
+    largest = 0.0
+    for term in terms:
+        inner = 1.0
+        if isinstance(term.source, MixtureDensity):
+            inner = max(_largest_weight(branch) for branch in term.source.branches)
+        largest = max(largest, abs(term.weight) * inner)
+    return largest
+
 
 class EvaluationCounter:
     """Rows and calls evaluated per term label (host-side integers, no device syncs)."""
@@ -165,6 +180,7 @@ class Target:
         self.exact_calls = _calls(self.exact_terms)
         self.implicit_calls = _calls(self.implicit_terms)
         self.counter = EvaluationCounter()
+        self.largest_weight = _largest_weight(terms)
 
     @property
     def T(self) -> int:
@@ -270,7 +286,26 @@ class Target:
         implicit = self._implicit(x, t)
         if implicit is not None:
             score = implicit if score is None else score + implicit
+        self._guard_overflow(score, log_density)
         return Evaluation(score, implicit, log_density)
+
+    def _guard_overflow(self, *values: Optional[torch.Tensor]) -> None:
+        """Raise where a weight large enough to overflow the dtype made a value non-finite.
+
+        Only checked when max |w| · `_ORDINARY_MAGNITUDE` exceeds the dtype's largest number
+        (p ** 1e300 in float32, say), so ordinary compositions pay no device synchronisation.
+        """
+        for value in values:
+            if value is None or not value.is_floating_point():
+                continue
+            if self.largest_weight * _ORDINARY_MAGNITUDE <= torch.finfo(value.dtype).max:
+                continue
+            if not bool(torch.isfinite(value).all()):
+                heavy = ", ".join(f"'{t.label}' (weight {_largest_weight([t]):.3g})" for t in self.terms
+                                  if _largest_weight([t]) * _ORDINARY_MAGNITUDE > torch.finfo(value.dtype).max)
+                raise ValueError(f"the composition's weights overflow {value.dtype}: a score or "
+                                 f"log-density times {heavy or 'its weight'} is not finite; "
+                                 "use smaller weights or a wider dtype")
 
     def score(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """∇_x log π_t(x) = Σ_i w_i s^i_t(x), shape of x."""
@@ -283,7 +318,9 @@ class Target:
         chains = points.shape[points.dim() - event_dims - 1]
         flat = points.reshape((-1,) + tuple(points.shape[points.dim() - event_dims:]))
         rows = self.interior_rows_per_call(chains, points.device)
-        return self._implicit(flat, t, rows).reshape(points.shape)
+        scores = self._implicit(flat, t, rows)
+        self._guard_overflow(scores)
+        return scores.reshape(points.shape)
 
     def _exact_difference(self, ev_from: Evaluation, ev_to: Evaluation) -> Optional[torch.Tensor]:
         if ev_to.log_density is None:

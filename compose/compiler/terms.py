@@ -22,7 +22,8 @@ import torch
 from .. import windows
 from ..components import Component
 from ..errors import CompositionError
-from ..expr import Expr, Guidance, Leaf, Mixture, Power, Product, Quotient, Window
+from ..expr import (MAX_MIXTURE_NESTING, Condition, Expr, Guidance, Leaf, Mixture, Power, Product,
+                    Quotient, Window, format_number, mixture_nesting, short)
 
 
 @dataclass
@@ -64,8 +65,10 @@ class MixtureDensity:
     1/σ_t of each energy branch applies inside its own term, before the logsumexp).
     """
 
-    def __init__(self, branches: List[List[Term]]):
+    def __init__(self, branches: List[List[Term]], expr: Any = None, view: Any = None):
         self.branches = branches
+        self.expr = expr          # the Mixture node and the window it is seen through: equal
+        self.view = view          # nodes seen through equal windows are the same density
 
     def log_density_and_score(self, x, t, counter, evaluate_term):
         logs, scores = [], []
@@ -82,59 +85,123 @@ class MixtureDensity:
         return torch.logsumexp(logs, dim=0) - math.log(len(self.branches)), score
 
 
-def flatten(expr: Expr, weight: float, view: Optional[windows.Box] = None,
+def flatten(expr: Expr, weight: float = 1.0, view: Optional[windows.Box] = None,
             canvas: Optional[Tuple[int, ...]] = None) -> List[Term]:
-    """Weighted terms of log π: weights multiply through powers, quotients and guidance;
-    windows narrow the `view` (the box of the `canvas` the sub-expression sees)."""
-    if not math.isfinite(weight):
-        raise CompositionError(f"'{expr}': weight overflows to {weight}")
-    if isinstance(expr, Leaf):
-        component = expr.component
-        if component is None:
-            raise CompositionError(f"name '{expr.name}' is not bound to a component", span=expr.span)
-        if not isinstance(component, Component):
-            raise CompositionError(f"'{expr.name}' is bound to a {type(component).__name__}, not a component")
-        if component.is_classifier:
-            raise CompositionError(f"'{expr.name}' is a classifier: use it in guidance (| {component.variable}=...)")
-        method = component.kind if component.has_log_density else "score"
-        window = _window_of(view, canvas, component, f"'{expr}'")
-        label = str(expr) + ("" if window is None else windows.label_box(window, canvas))
-        return [Term(label, weight, component, expr.conditions, method, window, str(expr))]
-    if isinstance(expr, Window):
-        bounds = windows.resolve(expr.items, windows.box_shape(view),
-                                 f"window [{windows.format_items(expr.items)}] of '{expr.expr}'")
-        return flatten(expr.expr, weight, windows.inner_box(view, bounds), canvas)
-    if isinstance(expr, Product):
-        return flatten(expr.left, weight, view, canvas) + flatten(expr.right, weight, view, canvas)
-    if isinstance(expr, Quotient):
-        return flatten(expr.left, weight, view, canvas) + flatten(expr.right, -weight, view, canvas)
-    if isinstance(expr, Power):
-        return flatten(expr.base, weight * expr.exponent, view, canvas)
-    if isinstance(expr, Guidance):
-        terms = flatten(expr.expr, weight, view, canvas)
-        for condition in expr.conditions:
-            clf = condition.classifier
-            if clf is None or not getattr(clf, "is_classifier", False):
-                raise CompositionError(f"guidance on '{condition.variable}' needs a classifier bound to "
-                                       f"'{condition.variable}'", span=condition.span)
-            name = f"{clf.name}[{condition}]"
-            window = _window_of(view, canvas, clf, f"classifier '{clf.name}'")
-            label = name + ("" if window is None else windows.label_box(window, canvas))
-            terms.append(Term(label, weight * expr.scale, clf,
-                              ((condition.variable, condition.value),), "classifier", window, name))
-        return terms
-    if isinstance(expr, Mixture):
-        branches = []
-        for branch in expr.components:
-            branch_terms = merge(flatten(branch, 1.0, view, canvas))
-            for term in branch_terms:
-                if not term.exact:
-                    raise CompositionError(
-                        f"mixture needs log-densities: '{term.label}' is a score-only component; "
-                        "use analytic or energy components in a mixture")
-            branches.append(branch_terms)
-        return [Term(f"mixture({expr})", weight, MixtureDensity(branches), (), "mixture")]
-    raise CompositionError(f"cannot compile a {type(expr).__name__}")
+    """Weighted terms of log π, left to right: weights multiply through powers, quotients and
+    guidance; windows narrow the `view` (the box of the `canvas` the sub-expression sees).
+    Walks the tree with an explicit stack (a long product is a deep tree); recurses only into
+    mixture branches, whose nesting is limited (MAX_MIXTURE_NESTING).
+
+    Raises CompositionError for an unbound name, a classifier used as a factor, conditions a
+    component cannot take, and a weight that overflows or underflows to 0.
+    """
+    depth = mixture_nesting(expr)
+    if depth > MAX_MIXTURE_NESTING:
+        raise CompositionError(f"mixtures are nested {depth} deep inside one another; at most "
+                               f"{MAX_MIXTURE_NESTING} levels are supported")
+    terms: List[Term] = []
+    # (node, weight, view) to expand, or a finished Term
+    stack: List[Any] = [(expr, weight, view)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Term):
+            terms.append(item)
+            continue
+        node, w, box = item
+        if isinstance(node, Leaf):
+            terms.append(_leaf_term(node, w, box, canvas))
+        elif isinstance(node, Window):
+            bounds = windows.resolve(node.items, windows.box_shape(box),
+                                     f"window [{windows.format_items(node.items)}] of '{short(node.expr)}'")
+            stack.append((node.expr, w, windows.inner_box(box, bounds)))
+        elif isinstance(node, (Product, Quotient)):
+            sign = -1.0 if isinstance(node, Quotient) else 1.0
+            stack.append((node.right, sign * w, box))
+            stack.append((node.left, w, box))
+        elif isinstance(node, Power):
+            stack.append((node.base, _weight(w, node.exponent, node), box))
+        elif isinstance(node, Guidance):
+            for condition in reversed(node.conditions):
+                stack.append(_classifier_term(condition, _weight(w, node.scale, node), box, canvas))
+            stack.append((node.expr, w, box))
+        elif isinstance(node, Mixture):
+            terms.append(Term(f"mixture({node})", w,
+                              MixtureDensity(_branches(node, box, canvas), node, box), (), "mixture"))
+        else:
+            raise CompositionError(f"cannot compile a {type(node).__name__}")
+    return terms
+
+
+def _weight(weight: float, factor: float, node: Expr) -> float:
+    """weight · factor, refused when it leaves the finite non-zero floats."""
+    product = weight * factor
+    if not math.isfinite(product):
+        raise CompositionError(f"weight overflows at '{short(node)}': {format_number(weight)} · "
+                               f"{format_number(factor)} is not a finite number")
+    if product == 0.0 and weight != 0.0 and factor != 0.0:
+        raise CompositionError(f"weight underflows to 0 at '{short(node)}': "
+                               f"{format_number(weight)} · {format_number(factor)}")
+    return product
+
+
+def _leaf_term(leaf: Leaf, weight: float, view, canvas) -> Term:
+    component = leaf.component
+    if component is None:
+        raise CompositionError(f"name '{leaf.name}' is not bound to a component", span=leaf.span)
+    if not isinstance(component, Component):
+        raise CompositionError(f"'{leaf.name}' is bound to a {type(component).__name__}, not a "
+                               "component", span=leaf.span)
+    if component.is_classifier:
+        raise CompositionError(f"'{leaf.name}' is a classifier: use it in guidance "
+                               f"(| {component.variable}=...)", span=leaf.span)
+    _check_conditions(component, leaf.conditions, f"'{leaf}'", leaf.span)
+    method = component.kind if component.has_log_density else "score"
+    window = _window_of(view, canvas, component, f"'{leaf}'")
+    label = str(leaf) + ("" if window is None else windows.label_box(window, canvas))
+    return Term(label, weight, component, leaf.conditions, method, window, str(leaf))
+
+
+def _classifier_term(condition: Condition, weight: float, view, canvas) -> Term:
+    clf = condition.classifier
+    if clf is None or not getattr(clf, "is_classifier", False):
+        raise CompositionError(f"guidance on '{condition.variable}' needs a classifier bound to "
+                               f"'{condition.variable}'", span=condition.span)
+    conditions = ((condition.variable, condition.value),)
+    _check_conditions(clf, conditions, f"guidance '{condition}'", condition.span)
+    name = f"{clf.name}[{condition}]"
+    window = _window_of(view, canvas, clf, f"classifier '{clf.name}'")
+    label = name + ("" if window is None else windows.label_box(window, canvas))
+    return Term(label, weight, clf, conditions, "classifier", window, name)
+
+
+def _check_conditions(component, conditions, where: str, span) -> None:
+    """The component's own check of the conditions it will be called with, at compile time."""
+    check = getattr(component, "check_conditions", None)
+    if check is None:
+        return
+    try:
+        check(conditions)
+    except (ValueError, TypeError) as error:
+        message = error.message if isinstance(error, CompositionError) else str(error)
+        raise CompositionError(f"{where}: {message}", span=span) from None
+
+
+def _branches(mixture: Mixture, view, canvas) -> List[List[Term]]:
+    """The merged exact terms of each branch of a mixture; a branch must keep at least one."""
+    branches = []
+    for branch in mixture.components:
+        branch_terms = merge(flatten(branch, 1.0, view, canvas))
+        if not branch_terms:
+            raise CompositionError(
+                f"mixture branch '{short(branch)}' has no terms left: every weight in it cancels, "
+                "and a constant is not a density to mix")
+        for term in branch_terms:
+            if not term.exact:
+                raise CompositionError(
+                    f"mixture needs log-densities: '{term.label}' is a score-only component; "
+                    "use analytic or energy components in a mixture")
+        branches.append(branch_terms)
+    return branches
 
 
 def _window_of(view: Optional[windows.Box], canvas: Optional[Tuple[int, ...]], component,
@@ -151,13 +218,25 @@ def _window_of(view: Optional[windows.Box], canvas: Optional[Tuple[int, ...]], c
 
 
 def merge(terms: List[Term]) -> List[Term]:
-    """Sum the weights of repeated (component, conditions, window) triples; drop terms of
-    weight 0."""
+    """Sum the weights of repeated (component, conditions, window) triples, and of equal
+    mixtures seen through the same window; drop terms of weight 0.
+
+    Every merged weight is finite (a CompositionError names the term otherwise).
+    """
     merged: "OrderedDict[Tuple, Term]" = OrderedDict()
     for term in terms:
-        key = (id(term.source), term.conditions, term.window)
+        source = term.source
+        key = (("mixture", source.expr, source.view)
+               if isinstance(source, MixtureDensity) and source.expr is not None
+               else (id(source), term.conditions, term.window))
         if key in merged:
-            merged[key].weight += term.weight
+            total = merged[key].weight + term.weight
+            if not math.isfinite(total):
+                raise CompositionError(
+                    f"weight of '{term.label}' overflows: its repeats add up to "
+                    f"{format_number(merged[key].weight)} + {format_number(term.weight)}, "
+                    "which is not a finite number")
+            merged[key].weight = total
         else:
             merged[key] = Term(term.label, term.weight, term.source, term.conditions, term.method,
                                term.window, term.network)

@@ -25,6 +25,11 @@ class AnalyticComponent(Component):
     kind = "analytic"
     has_log_density = True
 
+    def check_conditions(self, conditions):
+        if conditions:
+            raise ValueError(f"{self.name}: an analytic component takes no conditions, got "
+                             f"{', '.join(v for v, _ in conditions)}")
+
     def log_density_and_score(self, x, t, conditions=()):
         if conditions:
             raise ValueError(f"{self.name}: an analytic component takes no conditions, got {dict(conditions)}")

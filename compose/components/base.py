@@ -54,6 +54,13 @@ class Component(nn.Module):
         """log p_t(x) up to a constant, shape (N,)."""
         return self.log_density_and_score(x, t, conditions)[0]
 
+    def check_conditions(self, conditions: Conditions) -> None:
+        """Raise ValueError if this component cannot be evaluated with `conditions`.
+
+        `compile` calls it once per leaf, so a bad condition is reported where it was written
+        instead of at the first evaluation. The base class accepts any conditions.
+        """
+
     # -- composition -------------------------------------------------------------------
     def as_leaf(self) -> Leaf:
         return Leaf(self.name, self)

@@ -27,6 +27,28 @@ from .analytic import AnalyticComponent, ExactNoisePrediction
 from .base import Component, Conditions
 
 
+# Keywords a network call already uses: net(x, t, ...) on an nn.Module (whose __call__ takes self).
+RESERVED_CONDITIONS = ("x", "t", "self")
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+_INT64 = torch.iinfo(torch.int64)
+
+
+def check_condition_tensors(name: str, conditions: Conditions) -> None:
+    """Raise ValueError unless `conditions` can become the keyword tensors of
+    `_condition_tensors`: no name the call itself uses, ints within int64, floats within
+    float32."""
+    for variable, value in conditions:
+        if variable in RESERVED_CONDITIONS:
+            raise ValueError(f"{name}: a condition cannot be named '{variable}': the network is "
+                             f"called as net(x, t, **conditions)")
+        if isinstance(value, int) and not _INT64.min <= value <= _INT64.max:
+            raise ValueError(f"{name}: condition '{variable}' = {value:.3g} is outside the int64 "
+                             "range of the tensor it is passed as")
+        if isinstance(value, float) and abs(value) > _FLOAT32_MAX:
+            raise ValueError(f"{name}: condition '{variable}' = {value!r} is too large for the "
+                             "float32 tensor it is passed as")
+
+
 def _condition_tensors(conditions: Conditions, n: int, device) -> dict:
     """Condition values as keyword tensors of shape (n,): int64 for ints, float32 for floats."""
     out = {}
@@ -59,6 +81,9 @@ class NetworkComponent(Component):
         if not callable(net):
             raise ValueError(f"net: expected a callable network, got {type(net).__name__}")
         self.net = net
+
+    def check_conditions(self, conditions):
+        check_condition_tensors(self.name, conditions)
 
 
 class ScoreModel(NetworkComponent):
@@ -153,6 +178,13 @@ class Classifier(NetworkComponent):
     def condition(self, value: ConditionValue) -> Condition:
         """The guidance condition ``variable = value`` bound to this classifier."""
         return Condition(self.variable, value, self)
+
+    def check_conditions(self, conditions):
+        for variable, value in conditions:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0 \
+                    or value > _INT64.max:
+                raise ValueError(f"{variable}: a classifier condition takes a class number ≥ 0, "
+                                 f"got {value!r:.40}")
 
     def log_prob_and_grad(self, x: torch.Tensor, t: int,
                           value: ConditionValue) -> Tuple[torch.Tensor, torch.Tensor]:

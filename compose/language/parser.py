@@ -4,8 +4,9 @@ Three steps, each with one job:
 
 1. the LALR parser (`compose.language.grammar`) turns text into a lark tree, and syntax errors
    into a `CompositionError` labelled by the malformed examples in `SYNTAX_ERRORS`;
-2. `_Builder`, a stateless Transformer, turns the lark tree into frozen `compose.expr` nodes,
-   unbound (``Leaf.component`` and ``Condition.classifier`` are None);
+2. `_build_nodes` turns the lark tree into frozen `compose.expr` nodes, unbound
+   (``Leaf.component`` and ``Condition.classifier`` are None), without recursion: a product of
+   thousands of factors is a tree thousands of levels deep;
 3. `bind` attaches components and classifiers by name and checks that the result means
    something (no unknown names, classifiers only in guidance, mixtures over log-densities).
 """
@@ -16,12 +17,13 @@ import re
 from dataclasses import replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from lark import Token, Transformer, v_args
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Token, Tree
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.parsers.lalr_parser_state import ParserState
 
 from ..errors import CompositionError, Span
-from ..expr import Condition, Expr, Guidance, Leaf, Mixture, Power, Product, Quotient, Window
+from ..expr import (Condition, Expr, Guidance, Leaf, Mixture, Power, Product, Quotient, Window,
+                    check_condition_value)
 from .grammar import parser
 
 __all__ = ["parse", "bind", "SYNTAX_ERRORS"]
@@ -118,6 +120,9 @@ def parse(text: str, components: Optional[Mapping[str, Any]] = None, /, **more: 
     expr = _build(text)
     if components is None and not more:
         return expr
+    if components is not None and not isinstance(components, Mapping):
+        raise CompositionError(f"components: expected a mapping of names to components, got "
+                               f"{type(components).__name__}")
     mapping = dict(components or {})
     for name, value in more.items():
         if name in mapping:
@@ -135,16 +140,11 @@ def _build(text: str) -> Expr:
     except LarkError as error:  # nothing else is expected; still report it with a position
         raise CompositionError(f"cannot parse composition: {error}", text, _FIRST) from error
     try:
-        return _BUILDER.transform(tree)
-    except VisitError as error:
-        cause = error.orig_exc
-        if isinstance(cause, CompositionError):
-            raise CompositionError(cause.message, text, cause.span or _FIRST) from None
-        if isinstance(cause, RecursionError):
-            raise CompositionError("composition is nested too deeply", text, _FIRST) from None
-        raise CompositionError(f"cannot build composition: {cause}", text, _FIRST) from cause
-    except RecursionError:
-        raise CompositionError("composition is nested too deeply", text, _FIRST) from None
+        return _build_nodes(tree)
+    except CompositionError as error:
+        raise CompositionError(error.message, text, error.span or _FIRST) from None
+    except (ValueError, TypeError) as error:  # not expected; still reported with a position
+        raise CompositionError(f"cannot build composition: {error}", text, _FIRST) from error
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,13 +239,19 @@ def _real(token: Token, what: str) -> float:
     return value
 
 
-def _value(token: Token):
-    """A condition value: int or float for a NUMBER, str for a NAME or a STRING."""
+def _value(variable: str, token: Token):
+    """A condition value: int or float for a NUMBER, str for a NAME or a STRING; checked where
+    it was written (finite)."""
     if token.type == "NUMBER":
-        return int(token) if _INTEGER.match(token) else _real(token, "a condition value")
-    if token.type == "STRING":
-        return _ESCAPE.sub(r"\1", token[1:-1])
-    return str(token)
+        value = int(token) if _INTEGER.match(token) else _real(token, "a condition value")
+    elif token.type == "STRING":
+        value = _ESCAPE.sub(r"\1", token[1:-1])
+    else:
+        value = str(token)
+    try:
+        return check_condition_value(variable, value, f"'{variable}={token}'")
+    except CompositionError as error:
+        raise CompositionError(error.message, span=_token_place(token)) from None
 
 
 def _no_repeats(pairs, what: str) -> None:
@@ -256,45 +262,42 @@ def _no_repeats(pairs, what: str) -> None:
         seen.add(variable)
 
 
-class _Builder(Transformer):
-    """Lark tree -> unbound `compose.expr` nodes. Holds no state; looks up no names."""
+class _Builder:
+    """Lark tree node -> unbound `compose.expr` node, one method per node name, each given the
+    node's position and its children already built. Holds no state; looks up no names."""
 
-    @v_args(meta=True)
     def leaf(self, meta, children):
         name, *arguments = children
         _no_repeats(arguments, f"'{name}'")
         return Leaf(str(name), None, tuple((v, x) for v, x, _ in arguments), span=_span(meta))
 
-    @v_args(meta=True)
     def argument(self, meta, children):
         variable, value = children
-        return (str(variable), _value(value), _span(meta))
+        return (str(variable), _value(str(variable), value), _span(meta))
 
-    @v_args(meta=True)
     def condition(self, meta, children):
         variable, value = children
-        return Condition(str(variable), _value(value), None, span=_span(meta))
+        return Condition(str(variable), _value(str(variable), value), None, span=_span(meta))
 
-    def guidance(self, children):
+    def guidance(self, meta, children):
         expr, *conditions, scale = children
         _no_repeats([(c.variable, c.value, c.span) for c in conditions], "guidance")
         return Guidance(expr, tuple(conditions),
                         1.0 if scale is None else _real(scale, "the guidance scale"))
 
-    def mixture(self, children):
+    def mixture(self, meta, children):
         return Mixture(tuple(children))
 
-    def product(self, children):
+    def product(self, meta, children):
         return Product(*children)
 
-    def quotient(self, children):
+    def quotient(self, meta, children):
         return Quotient(*children)
 
-    def power(self, children):
+    def power(self, meta, children):
         base, exponent = children
         return Power(base, _real(exponent, "the exponent"))
 
-    @v_args(meta=True)
     def window(self, meta, children):
         expr, *slices = children
         ellipses = [span for item, span in slices if item is Ellipsis]
@@ -302,7 +305,6 @@ class _Builder(Transformer):
             raise CompositionError("a window may contain '...' only once", span=ellipses[1])
         return Window(expr, tuple(item for item, _ in slices), span=_span(meta))
 
-    @v_args(meta=True)
     def bounds(self, meta, children):
         start, stop, step = children
         if step is not None and step.children[0] is not None:
@@ -316,7 +318,7 @@ class _Builder(Transformer):
                                    "larger than the start)", span=_span(meta))
         return (start, stop), _span(meta)
 
-    def index(self, children):
+    def index(self, meta, children):
         (token,) = children
         place = _token_place(token)
         if _INTEGER.match(token) and int(token) >= 0:
@@ -325,7 +327,6 @@ class _Builder(Transformer):
         raise CompositionError(f"expected a slice such as 0:8, ':' or '...', got {token}",
                                span=place)
 
-    @v_args(meta=True)
     def ellipsis(self, meta, children):
         return Ellipsis, _span(meta)
 
@@ -341,6 +342,24 @@ def _window_bound(token: Optional[Token]) -> Optional[int]:
 
 
 _BUILDER = _Builder()
+
+
+def _build_nodes(tree: Tree) -> Expr:
+    """Build the expression bottom-up with an explicit stack (children before parents)."""
+    built: Dict[int, Any] = {}
+    stack = [(tree, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in reversed(node.children) if isinstance(c, Tree))
+            continue
+        children = [built.pop(id(c)) if isinstance(c, Tree) else c for c in node.children]
+        method = getattr(_BUILDER, str(node.data), None)
+        # a rule with no method stays a lark node of built children, as a Transformer leaves it
+        built[id(node)] = (Tree(node.data, children, node.meta) if method is None
+                           else method(node.meta, children))
+    return built[id(tree)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,6 +387,11 @@ def bind(expr: Expr, mapping: Mapping[str, Any], source: Optional[str] = None) -
 
     def fail(message: str, span: Optional[Span]):
         return CompositionError(message, source, span)
+
+    for name in mapping:
+        if not isinstance(name, str):
+            raise fail(f"components: names must be strings, got the key {name!r:.40} "
+                       f"({type(name).__name__})", None)
 
     unknown: Dict[str, Optional[Span]] = {}
     for leaf in expr.leaves():
@@ -425,35 +449,44 @@ def _unknown_names(names: List[str], known: List[str]) -> str:
 
 def _check_mixtures(expr: Expr, fail: Callable[[str, Optional[Span]], CompositionError]) -> None:
     """Refuse a mixture with a score-only component anywhere inside it."""
-    if isinstance(expr, Mixture):
-        for leaf in expr.leaves():
-            if getattr(leaf.component, "has_log_density", True) == False:  # noqa: E712
-                raise fail(f"mixture needs log-densities: '{leaf.name}' is a score-only "
-                           "component; use analytic or energy components in a mixture", leaf.span)
-        return
-    for child in expr.children():
-        _check_mixtures(child, fail)
+    for node in expr.nodes():
+        if isinstance(node, Mixture):
+            for leaf in node.leaves():
+                if getattr(leaf.component, "has_log_density", True) == False:  # noqa: E712
+                    raise fail(f"mixture needs log-densities: '{leaf.name}' is a score-only "
+                               "component; use analytic or energy components in a mixture", leaf.span)
 
 
 def _rebuild(expr: Expr, on_leaf: Callable[[Leaf], Expr],
              on_condition: Callable[[Condition], Condition]) -> Expr:
-    """A copy of `expr` with every leaf and guidance condition passed through the callbacks."""
-    def walk(node: Expr) -> Expr:
+    """A copy of `expr` with every leaf and guidance condition passed through the callbacks;
+    bottom-up with an explicit stack, so trees of any depth."""
+    built: Dict[int, Expr] = {}
+    stack = [(expr, False)]
+    while stack:
+        node, children_done = stack.pop()
         if isinstance(node, Leaf):
-            return on_leaf(node)
+            built[id(node)] = on_leaf(node)
+            continue
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(node.children()))
+            continue
+        kids = [built[id(child)] for child in node.children()]
         if isinstance(node, (Product, Quotient)):
-            return type(node)(walk(node.left), walk(node.right))
-        if isinstance(node, Power):
-            return Power(walk(node.base), node.exponent)
-        if isinstance(node, Mixture):
-            return Mixture(tuple(walk(c) for c in node.components))
-        if isinstance(node, Guidance):
-            return Guidance(walk(node.expr), tuple(on_condition(c) for c in node.conditions),
-                            node.scale)
-        if isinstance(node, Window):
-            return Window(walk(node.expr), node.items, node.span)
-        raise CompositionError(f"cannot bind a {type(node).__name__}")
-    return walk(expr)
+            built[id(node)] = type(node)(*kids)
+        elif isinstance(node, Power):
+            built[id(node)] = Power(kids[0], node.exponent)
+        elif isinstance(node, Mixture):
+            built[id(node)] = Mixture(tuple(kids))
+        elif isinstance(node, Guidance):
+            built[id(node)] = Guidance(kids[0], tuple(on_condition(c) for c in node.conditions),
+                                       node.scale)
+        elif isinstance(node, Window):
+            built[id(node)] = Window(kids[0], node.items, node.span)
+        else:
+            raise CompositionError(f"cannot bind a {type(node).__name__}")
+    return built[id(expr)]
 
 
 def _at(expr: Expr, span: Optional[Span]) -> Expr:
