@@ -9,6 +9,12 @@ Levels are t = 1..T. Level 0 is the clean data: ᾱ_0 = 1, σ_0 = 0.
 
 The schedule's tables are float64 on the CPU; the per-level lookups return Python floats, so a
 sampling loop multiplies by scalars and never copies a table to the device.
+
+Respacing (Nichol & Dhariwal 2021): a model trained on T levels is sampled on an increasing
+subsequence τ_1 < … < τ_S of them. `Schedule.respaced` gives the schedule over the new levels
+i = 1..S with ᾱ_i = ᾱ_{τ_i} (the training table's value, copied), β_i = 1 − ᾱ_i / ᾱ_{i−1}
+(ᾱ_0 = 1), and `network_levels[i − 1] = τ_i`, the level a network trained on the original
+schedule must be called with (docs/pretrained.md).
 """
 from __future__ import annotations
 
@@ -27,6 +33,11 @@ class Schedule:
     Args:
         betas: the T values β_1..β_T, each in (0, 1).
         name: a label for printing and checkpoints ("linear", "cosine" or "custom").
+
+    Attributes:
+        network_levels: int64 tensor of the T training levels that networks are called with;
+            1..T for a training schedule, τ_1..τ_S for a respaced one (`respaced`).
+        training: the schedule the levels refer to: itself, or the schedule it was respaced from.
     """
 
     def __init__(self, betas: Union[Sequence[float], torch.Tensor], name: str = "custom"):
@@ -35,10 +46,15 @@ class Schedule:
             raise ValueError("betas: need at least one level, got an empty sequence")
         if not bool(torch.all((betas > 0) & (betas < 1))):
             raise ValueError("betas: every β_t must lie in the open interval (0, 1)")
+        self._set_tables(betas, torch.cumprod(1.0 - betas, 0), name)
+        self.network_levels = torch.arange(1, self.T + 1, dtype=torch.int64)
+        self.training = self
+
+    def _set_tables(self, betas: torch.Tensor, alpha_bars: torch.Tensor, name: str) -> None:
         self.name = name
         self.betas = betas
         self.alphas = 1.0 - betas
-        self.alpha_bars = torch.cumprod(self.alphas, 0)
+        self.alpha_bars = alpha_bars
         self.sigmas = torch.sqrt(1.0 - self.alpha_bars)
         previous = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars[:-1]])
         # β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t); zero at t = 1.
@@ -64,6 +80,61 @@ class Schedule:
         alpha_bar = f / f[0]
         betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
         return cls(betas, name="cosine")
+
+    def respaced(self, levels: Union[int, Sequence[int], torch.Tensor]) -> "Schedule":
+        """This schedule sampled on fewer levels (improved DDPM's respacing).
+
+        Args:
+            levels: an int S (S levels evenly spaced and ending at T: τ_k = round(k T / S),
+                k = 1..S, diffusers' "trailing" spacing) or a strictly increasing sequence of
+                levels of this schedule.
+        Returns:
+            a Schedule with T = S, ᾱ_i = ᾱ_{τ_i} exactly, β_i = 1 − ᾱ_i / ᾱ_{i−1} (ᾱ_0 = 1;
+            this schedule's β_τ itself where τ_i = τ_{i−1} + 1),
+            `network_levels` the training levels τ_i (composed when this schedule is itself
+            respaced) and `training` this schedule's training schedule.
+        """
+        taus = self._respacing_levels(levels)
+        alpha_bars = self.alpha_bars[taus - 1].clone()
+        previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])
+        # Where consecutive levels are kept, β is this schedule's own (no rounding), so that
+        # respacing on every level gives back the same β's.
+        consecutive = torch.diff(taus, prepend=torch.zeros(1, dtype=torch.int64)) == 1
+        betas = torch.where(consecutive, self.betas[taus - 1], 1.0 - alpha_bars / previous)
+        respaced = Schedule.__new__(Schedule)
+        respaced._set_tables(betas, alpha_bars, self.name)
+        respaced.network_levels = self.network_levels[taus - 1].clone()
+        respaced.training = self.training
+        return respaced
+
+    def _respacing_levels(self, levels) -> torch.Tensor:
+        T = self.T
+        if isinstance(levels, numbers.Integral) and not isinstance(levels, bool):
+            if not 1 <= levels <= T:
+                raise ValueError(f"levels: number of levels must be in 1..{T}, got {levels}")
+            k = torch.arange(1, int(levels) + 1, dtype=torch.int64)
+            return (2 * k * T + levels) // (2 * levels)                    # round(k T / S), half up
+        if isinstance(levels, (str, bytes)) or not isinstance(levels, (Sequence, torch.Tensor)):
+            raise ValueError(f"levels: expected an int or an increasing sequence of levels in "
+                             f"1..{T}, got {levels!r:.60}")
+        values = list(levels.flatten().tolist() if isinstance(levels, torch.Tensor) else levels)
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= T:
+                raise ValueError(f"levels: every level must be an integer in 1..{T}, got {value!r}")
+        if not values:
+            raise ValueError("levels: need at least one level, got an empty sequence")
+        if any(b <= a for a, b in zip(values, values[1:])):
+            raise ValueError(f"levels: must be strictly increasing, got {values if len(values) < 12 else values[:12]}")
+        return torch.tensor([int(v) for v in values], dtype=torch.int64)
+
+    @property
+    def is_respaced(self) -> bool:
+        """True when some level is called on a different training level (see `respaced`)."""
+        return self.training is not self
+
+    def network_level(self, t: Level) -> int:
+        """The training level a network is called with at level t (t itself unless respaced)."""
+        return int(self.network_levels[self.check_level(t) - 1])
 
     # -- lookup -------------------------------------------------------------------------
     @property
@@ -127,8 +198,9 @@ class Schedule:
         return mean + math.sqrt(tau2) * noise
 
     def same_as(self, other: "Schedule") -> bool:
-        """True when both schedules have the same T and the same β's."""
-        return other is self or (other.T == self.T and torch.equal(other.betas, self.betas))
+        """True when both schedules have the same T, the same β's and the same network levels."""
+        return other is self or (other.T == self.T and torch.equal(other.betas, self.betas)
+                                 and torch.equal(other.network_levels, self.network_levels))
 
     def __eq__(self, other):
         return isinstance(other, Schedule) and self.same_as(other)
@@ -137,14 +209,22 @@ class Schedule:
         return hash((self.T, self.betas[0].item(), self.betas[-1].item()))
 
     def to_dict(self) -> dict:
-        """Enough to rebuild the schedule: name, T and the β's (for checkpoints)."""
+        """Enough to rebuild the schedule: name, T and the β's (for checkpoints); a respaced
+        schedule also records its training schedule and levels."""
+        if self.is_respaced:
+            return {"name": self.name, "T": self.T, "training": self.training.to_dict(),
+                    "network_levels": self.network_levels.tolist()}
         return {"name": self.name, "T": self.T, "betas": self.betas.tolist()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Schedule":
+        if "training" in data:
+            return cls.from_dict(data["training"]).respaced(data["network_levels"])
         return cls(data["betas"], name=data.get("name", "custom"))
 
     def __repr__(self) -> str:
+        if self.is_respaced:
+            return f"{self.training!r}.respaced({self.T})"
         return f"Schedule.{self.name}(T={self.T})" if self.name != "custom" else f"Schedule(T={self.T})"
 
 

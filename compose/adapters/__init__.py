@@ -6,7 +6,11 @@ everything downstream (compiler, kernels, sampler) sees one kind of model.
 ==========================  ======================================  ====================
 adapter                     wraps                                   extra
 ==========================  ======================================  ====================
-``DiffusersScoreModel``     diffusers ``UNet2DModel`` + scheduler   ``[diffusers]``
+``from_diffusers``          diffusers ``UNet2DModel`` or            ``[diffusers]``
+                            ``UNet2DConditionModel`` + scheduler
+``from_pipeline``           a diffusers pipeline (UNet, scheduler,  ``[pipelines]``
+                            prompt encoder, VAE)
+``load``                    a ``save_pretrained`` folder            ``[pipelines]``
 ==========================  ======================================  ====================
 
 Adapters import their library only when first used, so ``import compose.adapters`` works
@@ -21,6 +25,9 @@ _LAZY = {
     "from_diffusers": ".diffusers",
     "noise_from_output": ".diffusers",
     "PREDICTION_TYPES": ".diffusers",
+    "PromptEmbeddings": ".diffusers",
+    "from_pipeline": ".pipelines",
+    "load": ".pipelines",
 }
 
 __all__ = list(_LAZY)

@@ -1,12 +1,15 @@
-"""A diffusers ``UNet2DModel`` and its DDPM-style scheduler as a `compose.ScoreModel`.
+"""A diffusers UNet and its DDPM-style scheduler as a `compose.ScoreModel`.
 
-Only discrete variance-preserving models are supported (docs/algebra.md, section 1): the scheduler's
-β_1..β_T become our `Schedule`, and the network's output is turned into a noise prediction ε̂,
-so the score is the usual s_t(x) = −ε̂(x, t) / σ_t.
+Takes a ``UNet2DModel`` (unconditional or class-conditional) or a ``UNet2DConditionModel``
+(text-conditional: Stable Diffusion, DeepFloyd IF, ...). Only discrete variance-preserving
+models are supported: the scheduler's β_1..β_T become our `Schedule`, and the network's output
+is turned into a noise prediction ε̂, so the score is the usual s_t(x) = −ε̂(x, t) / σ_t.
 
 Timesteps. diffusers indexes training timesteps from 0: its timestep k noises with
 ᾱ_k = cumprod(1 − β)[k] (0-based), which is our level k + 1. So our level t = 1..T calls the
-UNet with timestep t − 1, and our ᾱ_t equals ``scheduler.alphas_cumprod[t − 1]``.
+UNet with timestep t − 1, and our ᾱ_t equals ``scheduler.alphas_cumprod[t − 1]``. On a respaced
+schedule (``compile(..., levels=...)``) the adapter is called with the training level τ_i of
+each new level, so the UNet receives τ_i − 1 (docs/pretrained.md).
 
 Prediction types, with x_t = √ᾱ_t x_0 + σ_t ε and σ_t² = 1 − ᾱ_t:
 
@@ -17,25 +20,38 @@ Prediction types, with x_t = √ᾱ_t x_0 + σ_t ε and σ_t² = 1 − ᾱ_t:
 (The v line: substituting x_0 = (x_t − σ_t ε)/√ᾱ_t into v gives v = (ε − σ_t x_t)/√ᾱ_t,
 using ᾱ_t + σ_t² = 1.)
 
-Learned variance (Nichol & Dhariwal 2021): a UNet with twice the input channels predicts the
-variance in its second half; only the first half (the ε/v/x_0 prediction) is used.
+Learned variance (Nichol & Dhariwal 2021; DeepFloyd IF): a UNet with twice the input channels
+predicts the variance in its second half; only the first half (the ε/v/x_0 prediction) is used.
+
+Conditions. A leaf's conditions become the UNet's inputs:
+
+    p(class=7)            class_labels = 7        (num_class_embeds or a class_embed_type)
+    p(prompt="a castle")  encoder_hidden_states = encode_prompt("a castle")  (and its
+                          attention mask as encoder_attention_mask, when the encoder gives one)
+
+The bare leaf ``p`` of a text-conditional UNet is the empty prompt's embedding (the
+unconditional model of classifier-free guidance); that of a class-conditional UNet is
+``null_class`` when one is given. Embeddings are cached per prompt, device and dtype. Leaves
+that differ only in their conditions are evaluated at the same points in one UNet call with the
+conditions stacked along the batch (`scores`), as classifier-free guidance implementations do.
+
+Half precision: the UNet runs in its own dtype (float16, bfloat16); its output is converted to
+the input's dtype before ε̂ and the score are formed, so chains and Δ stay in the chains' dtype.
 
 Refused, with a ValueError: UNets with a Fourier time embedding (the NCSN++ / score-SDE VE
-models, which take σ rather than a timestep index and predict a scaled score) and schedulers
+models, which take σ rather than a timestep index and predict a scaled score), UNets that need
+inputs other than text and class (SDXL's ``text_time``, image embeddings), and schedulers
 without a discrete β table (``ScoreSdeVeScheduler``, EDM and flow-matching schedulers).
-
-Class-conditional UNets (``num_class_embeds`` or a ``class_embed_type``) take their label from
-a leaf condition: ``model.given({"class": 7})`` calls the UNet with ``class_labels = 7``.
 """
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 try:
-    from diffusers import UNet2DModel
+    from diffusers import UNet2DConditionModel, UNet2DModel
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("compose.adapters.diffusers needs the optional dependency diffusers: "
                       "pip install 'score-compose[diffusers]'") from error
@@ -45,7 +61,13 @@ from ..components.network import check_condition_tensors
 from ..schedule import Schedule
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-_LEARNED_VARIANCE = ("learned", "learned_range")
+PROMPT = "prompt"
+
+# What a UNet2DConditionModel may need besides the text embedding and the class label.
+_ADDITION_EMBEDS = (None, "text")                   # "text": IF pools the embedding itself
+_ENCODER_PROJECTIONS = (None, "text_proj")          # "text_proj": IF projects T5 features
+
+Embedding = Tuple[torch.Tensor, Optional[torch.Tensor]]
 
 
 def noise_from_output(output: torch.Tensor, x: torch.Tensor, root_alpha_bar: torch.Tensor,
@@ -69,19 +91,84 @@ def _prediction_type_message(prediction_type) -> str:
             f"got {prediction_type!r}")
 
 
+class PromptEmbeddings:
+    """``encode_prompt`` with a cache: prompt → (embedding (1, L, D), mask (1, L) or None).
+
+    The encoder is called once per prompt; its result is converted once per device and dtype.
+    `encode_prompt(prompt)` returns an embedding of shape (1, L, D) or (L, D), or a pair
+    (embedding, attention mask of shape (1, L) or (L,), 1 = keep, or None).
+    """
+
+    def __init__(self, encode_prompt: Callable[[str], object]):
+        if not callable(encode_prompt):
+            raise ValueError(f"encode_prompt: expected a callable prompt → embedding, got "
+                             f"{type(encode_prompt).__name__}")
+        self.encode_prompt = encode_prompt
+        self._encoded: Dict[str, Embedding] = {}
+        self._converted: Dict[tuple, Embedding] = {}
+
+    def __call__(self, prompt: str, device, dtype) -> Embedding:
+        key = (prompt, torch.device(device), dtype)
+        if key not in self._converted:
+            if prompt not in self._encoded:
+                with torch.no_grad():
+                    self._encoded[prompt] = _check_embedding(self.encode_prompt(prompt), prompt)
+            embedding, mask = self._encoded[prompt]
+            self._converted[key] = (embedding.to(device=device, dtype=dtype),
+                                    None if mask is None else mask.to(device=device))
+        return self._converted[key]
+
+    def __len__(self) -> int:
+        return len(self._encoded)
+
+
+def _check_embedding(result, prompt: str) -> Embedding:
+    mask = None
+    if isinstance(result, (tuple, list)):
+        if len(result) != 2:
+            raise ValueError(f"encode_prompt({prompt!r}): expected an embedding or a pair "
+                             f"(embedding, attention mask), got {len(result)} values")
+        result, mask = result
+    if not isinstance(result, torch.Tensor) or not torch.is_floating_point(result):
+        raise ValueError(f"encode_prompt({prompt!r}): expected a floating-point tensor, got "
+                         f"{type(result).__name__}")
+    embedding = result.detach()
+    if embedding.dim() == 2:
+        embedding = embedding.unsqueeze(0)
+    if embedding.dim() != 3 or embedding.shape[0] != 1:
+        raise ValueError(f"encode_prompt({prompt!r}): expected an embedding of shape (1, L, D) "
+                         f"or (L, D) for one prompt, got {tuple(result.shape)}")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor):
+            raise ValueError(f"encode_prompt({prompt!r}): the attention mask must be a tensor")
+        mask = mask.detach().reshape(1, -1)
+        if mask.shape[1] != embedding.shape[1]:
+            raise ValueError(f"encode_prompt({prompt!r}): attention mask of {mask.shape[1]} tokens "
+                             f"for an embedding of {embedding.shape[1]}")
+    return embedding, mask
+
+
 class DiffusersScoreModel(ScoreModel):
-    """A diffusers ``UNet2DModel`` with its scheduler's β's: score −ε̂(x, t)/σ_t.
+    """A diffusers UNet with its scheduler's β's: score −ε̂(x, t)/σ_t.
 
     Args:
-        unet: a ``diffusers.UNet2DModel`` with a positional or learned timestep embedding.
-        scheduler: a DDPM-style scheduler (``DDPMScheduler``, ``DDIMScheduler``, ...) holding
-            the discrete β's the UNet was trained with.
+        unet: a ``diffusers.UNet2DModel`` or ``UNet2DConditionModel`` with a positional or
+            learned timestep embedding.
+        scheduler: a DDPM-style scheduler (``DDPMScheduler``, ``DDIMScheduler``,
+            ``PNDMScheduler``, ...) holding the discrete β's the UNet was trained with.
         name: identifier in plans and expression strings.
         event_shape: shape of one sample; by default (in_channels, *sample_size) from the
             UNet's config when it records a sample size.
         prediction_type: "epsilon", "v_prediction" or "sample"; by default the scheduler's.
         condition: the condition variable passed to a class-conditional UNet as
             ``class_labels`` (default "class").
+        encode_prompt: prompt → embedding (or (embedding, attention mask)) for a
+            ``UNet2DConditionModel``; the condition ``prompt="..."`` selects the prompt.
+        null_class: the class label of the bare leaf of a class-conditional UNet (the
+            unconditional model of classifier-free guidance); without it the bare leaf is
+            refused.
+        decode: samples → images in [0, 1] (a VAE for latent models, see `from_pipeline`);
+            by default pixels in [−1, 1] are mapped to [0, 1].
 
     The UNet is called with timestep t − 1 (see the module docstring) and in its own dtype;
     ε̂ is formed in the input's dtype with √ᾱ_t and σ_t from tables cached per device and
@@ -89,18 +176,34 @@ class DiffusersScoreModel(ScoreModel):
     never keeps the network's autograd graph.
     """
 
-    def __init__(self, unet: "UNet2DModel", scheduler, name: Optional[str] = None,
+    stacks_conditions = True          # conditions along the batch: one UNet call (stacked_score)
+
+    def __init__(self, unet, scheduler, name: Optional[str] = None,
                  event_shape: Optional[Sequence[int]] = None,
-                 prediction_type: Optional[str] = None, condition: str = "class"):
-        if not isinstance(unet, UNet2DModel):
-            raise ValueError(f"unet: expected a diffusers UNet2DModel, got {type(unet).__name__}")
+                 prediction_type: Optional[str] = None, condition: str = "class",
+                 encode_prompt: Optional[Callable[[str], object]] = None,
+                 null_class: Optional[int] = None,
+                 decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+        if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
+            raise ValueError(f"unet: expected a diffusers UNet2DModel or UNet2DConditionModel, "
+                             f"got {type(unet).__name__}")
         config = unet.config
         if config.time_embedding_type == "fourier":
             raise ValueError(
-                "unet: a UNet2DModel with time_embedding_type='fourier' is a variance-exploding "
-                "score-SDE model (it takes σ, not a timestep index); only discrete "
-                "variance-preserving ε/v/x0 models (positional or learned time embedding) "
-                "are supported")
+                f"unet: a {type(unet).__name__} with time_embedding_type='fourier' is a "
+                "variance-exploding score-SDE model (it takes σ, not a timestep index); only "
+                "discrete variance-preserving ε/v/x0 models (positional or learned time "
+                "embedding) are supported")
+        text_conditional = isinstance(unet, UNet2DConditionModel)
+        if text_conditional:
+            _check_condition_inputs(config)
+            if encode_prompt is None:
+                raise ValueError("encode_prompt: a UNet2DConditionModel needs its prompt encoder, "
+                                 "a callable prompt → embedding of shape (1, L, D) (from_pipeline "
+                                 "takes the pipeline's own)")
+        elif encode_prompt is not None:
+            raise ValueError("encode_prompt: a UNet2DModel takes no text; prompts need a "
+                             "UNet2DConditionModel")
         betas = _scheduler_betas(scheduler)
         try:
             schedule = Schedule(betas, name="custom")
@@ -132,12 +235,25 @@ class DiffusersScoreModel(ScoreModel):
             size = config.sample_size
             size = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
             event_shape = (in_channels,) + tuple(int(s) for s in size)
+        if condition == PROMPT:
+            raise ValueError(f"condition: '{PROMPT}' is the text condition; name the class "
+                             "condition otherwise")
         super().__init__(unet, schedule, name, event_shape)
         self.prediction_type = prediction_type
         self.learned_variance = learned_variance
         self.channels = in_channels
         self.condition = condition
         self.class_conditional = getattr(unet, "class_embedding", None) is not None
+        self.text_conditional = text_conditional
+        self.prompts = PromptEmbeddings(encode_prompt) if text_conditional else None
+        if null_class is not None:
+            if not self.class_conditional:
+                raise ValueError("null_class: the UNet is not class-conditional")
+            self._class_value(null_class, 1, "null_class")
+        self.null_class = null_class
+        if decode is not None and not callable(decode):
+            raise ValueError(f"decode: expected a callable samples → images, got {type(decode).__name__}")
+        self.decoder = decode
         self._tables = {}
 
     # -- tables ------------------------------------------------------------------------
@@ -163,11 +279,15 @@ class DiffusersScoreModel(ScoreModel):
                                  sigma[index].reshape(shape), self.prediction_type)
 
     # -- the network -------------------------------------------------------------------
-    def unet_output(self, x: torch.Tensor, t: Union[int, torch.Tensor],
-                    conditions: Conditions = ()) -> torch.Tensor:
-        """The UNet's prediction (ε, v or x̂_0; the variance half dropped) at level t,
-        called with diffusers' timestep t − 1; returned in the dtype of x."""
-        kwargs = self._class_labels(conditions, x.shape[0], x.device)
+    def unet_outputs(self, x: torch.Tensor, t: Union[int, torch.Tensor],
+                     conditions_list: Sequence[Conditions]) -> torch.Tensor:
+        """The UNet's prediction (ε, v or x̂_0; the variance half dropped) at level t from ONE
+        call on x of k · N rows, block j under ``conditions_list[j]`` (conditions stacked along
+        the batch), at diffusers' timestep t − 1; in the dtype of x."""
+        k = len(conditions_list)
+        if x.shape[0] % k:
+            raise ValueError(f"x: {x.shape[0]} rows do not split into {k} blocks of conditions")
+        kwargs = self._unet_inputs(conditions_list, x.shape[0] // k, x.device)
         timesteps = _timestep_index(x, t)
         dtype = getattr(self.net, "dtype", x.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
@@ -179,56 +299,168 @@ class DiffusersScoreModel(ScoreModel):
                              f"{tuple(x.shape)}")
         return out.to(x.dtype)
 
+    def unet_output(self, x: torch.Tensor, t: Union[int, torch.Tensor],
+                    conditions: Conditions = ()) -> torch.Tensor:
+        """The UNet's prediction at level t for one set of conditions (see `unet_outputs`)."""
+        return self.unet_outputs(x, t, [conditions])
+
     def noise_prediction(self, x: torch.Tensor, t: Union[int, torch.Tensor],
                          conditions: Conditions = ()) -> torch.Tensor:
         """ε̂(x, t), shape of x (see the module docstring for each prediction type)."""
         return self.noise_from_output(self.unet_output(x, t, conditions), x, t)
 
     def check_conditions(self, conditions: Conditions) -> None:
+        """Refuse at compile time what the UNet cannot take: unknown variables, a prompt that
+        is not a string, a class out of range, a missing class without `null_class`."""
         check_condition_tensors(self.name, conditions)
-        self._class_labels(conditions, 1, "cpu")
+        _, label = self._parse(conditions)
+        if label is not None:
+            self._class_value(label, 1, self.condition)
 
-    def _class_labels(self, conditions: Conditions, n: int, device) -> dict:
+    def stacked_score(self, x: torch.Tensor, t: int,
+                      conditions_list: Sequence[Conditions]) -> torch.Tensor:
+        """s_t(x | c_j) = −ε̂(x, t | c_j)/σ_t on each block j of the k · N rows of x, from one
+        UNet call."""
+        t = self._level(t)
+        self._check_input(x)
+        output = self.unet_outputs(x, t, conditions_list)
+        return self.noise_from_output(output, x, t) * (-1.0 / self.schedule.sigma(t))
+
+    def scores(self, x: torch.Tensor, t: int,
+               conditions_list: Sequence[Conditions]) -> List[torch.Tensor]:
+        """[s_t(x | c) for c in conditions_list] at the same x, from one UNet call on the k
+        copies of x stacked."""
+        k = len(conditions_list)
+        stacked = x.repeat((k,) + (1,) * (x.dim() - 1)) if k > 1 else x
+        return list(self.stacked_score(stacked, t, conditions_list).split(x.shape[0]))
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] from samples: the `decode` hook (a VAE for latent models), or
+        (x + 1)/2 clamped for a pixel model trained on [−1, 1]."""
+        if self.decoder is not None:
+            return self.decoder(x)
+        return (x / 2 + 0.5).clamp(0, 1)
+
+    # -- conditions --------------------------------------------------------------------
+    def _unet_inputs(self, conditions_list: Sequence[Conditions], n: int, device) -> dict:
+        """Keyword inputs of the stacked call: class_labels (k · n,), encoder_hidden_states
+        (k · n, L, D) and encoder_attention_mask (k · n, L) where needed."""
+        parsed = [self._parse(conditions) for conditions in conditions_list]
+        kwargs = {}
+        if self.class_conditional:
+            labels = [self._class_value(label, n, self.condition, device) for _, label in parsed]
+            kwargs["class_labels"] = torch.cat(labels) if len(labels) > 1 else labels[0]
+        if self.text_conditional:
+            dtype = getattr(self.net, "dtype", torch.float32)
+            embeddings = [self.prompts(prompt, device, dtype) for prompt, _ in parsed]
+            states, mask = self._stack_embeddings(embeddings, n)
+            kwargs["encoder_hidden_states"] = states
+            if mask is not None:
+                kwargs["encoder_attention_mask"] = mask
+        return kwargs
+
+    def _parse(self, conditions: Conditions) -> Tuple[Optional[str], object]:
+        """(prompt, class label) of one leaf: the empty prompt and `null_class` by default."""
         values = dict(conditions)
-        unknown = sorted(set(values) - {self.condition})
+        allowed = ([PROMPT] if self.text_conditional else []) + [self.condition]
+        unknown = sorted(set(values) - set(allowed))
         if unknown:
+            kind = type(self.net).__name__
             raise ValueError(f"{self.name}: unknown condition(s) {', '.join(unknown)}; a diffusers "
-                             f"UNet2DModel takes only '{self.condition}' (its class_labels)")
+                             f"{kind} takes only {' and '.join(repr(a) for a in allowed)}"
+                             + ("" if self.text_conditional or PROMPT not in unknown else
+                                " (prompts need a UNet2DConditionModel with encode_prompt)"))
+        prompt = None
+        if self.text_conditional:
+            prompt = values.get(PROMPT, "")
+            if not isinstance(prompt, str):
+                raise ValueError(f"{PROMPT}: expected a string, got {prompt!r}")
+        label = None
         if not self.class_conditional:
-            if values:
+            if self.condition in values:
                 raise ValueError(f"{self.name}: the UNet is not class-conditional (no "
                                  f"num_class_embeds), so it takes no '{self.condition}' condition")
-            return {}
-        if self.condition not in values:
+        elif self.condition in values:
+            label = values[self.condition]
+        elif self.null_class is not None:
+            label = self.null_class
+        else:
             raise ValueError(f"{self.name}: the UNet is class-conditional; give the class as a "
-                             f"condition, e.g. {self.name}.given({{'{self.condition}': 0}})")
-        value = values[self.condition]
+                             f"condition, e.g. {self.name}.given({{'{self.condition}': 0}}), or "
+                             "a null_class for the bare leaf")
+        return prompt, label
+
+    def _class_value(self, value, n: int, what: str, device=None) -> torch.Tensor:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(f"{self.condition}: expected a class number, got {value!r}")
+            raise ValueError(f"{what}: expected a class number, got {value!r}")
         if isinstance(value, numbers.Integral):
-            labels = torch.full((n,), int(value), dtype=torch.long, device=device)
             num_classes = getattr(self.net.config, "num_class_embeds", None)
             if num_classes is not None and not 0 <= int(value) < num_classes:
-                raise ValueError(f"{self.condition}: class must be in 0..{num_classes - 1}, got {value}")
-        else:
-            labels = torch.full((n,), float(value), device=device)
-        return {"class_labels": labels}
+                raise ValueError(f"{what}: class must be in 0..{num_classes - 1}, got {value}")
+            return torch.full((n,), int(value), dtype=torch.long, device=device)
+        return torch.full((n,), float(value), device=device)
+
+    def _stack_embeddings(self, embeddings: List[Embedding], n: int):
+        """Each (1, L_j, D) embedding repeated n times and stacked: (k · n, L, D), with the
+        masks (k · n, L) when any is given. Shorter embeddings are padded with masked zeros."""
+        length = max(e.shape[1] for e, _ in embeddings)
+        ragged = any(e.shape[1] != length for e, _ in embeddings)
+        if ragged and self.net.config.addition_embed_type is not None:
+            raise ValueError(
+                f"{self.name}: prompt embeddings of different lengths "
+                f"({sorted({e.shape[1] for e, _ in embeddings})}) cannot share a call of a UNet with "
+                f"addition_embed_type={self.net.config.addition_embed_type!r}, which pools every "
+                "token; have encode_prompt pad to a fixed length")
+        use_mask = ragged or any(m is not None for _, m in embeddings)
+        states, masks = [], []
+        for embedding, mask in embeddings:
+            pad = length - embedding.shape[1]
+            if mask is None:
+                mask = torch.ones((1, embedding.shape[1]), device=embedding.device)
+            if pad:
+                embedding = torch.nn.functional.pad(embedding, (0, 0, 0, pad))
+                mask = torch.nn.functional.pad(mask, (0, pad))
+            states.append(embedding.expand(n, -1, -1))
+            masks.append(mask.expand(n, -1))
+        states = torch.cat(states) if len(states) > 1 else states[0]
+        mask = (torch.cat(masks) if len(masks) > 1 else masks[0]) if use_mask else None
+        return states, mask
 
     def extra_repr(self) -> str:
-        return (f"name={self.name!r}, schedule={self.schedule!r}, "
+        kind = "text" if self.text_conditional else "class" if self.class_conditional else "unconditional"
+        return (f"name={self.name!r}, schedule={self.schedule!r}, conditioning={kind}, "
                 f"prediction_type={self.prediction_type!r}, learned_variance={self.learned_variance}")
 
 
-def from_diffusers(unet: "UNet2DModel", scheduler, name: Optional[str] = None,
+def from_diffusers(unet, scheduler, name: Optional[str] = None,
                    event_shape: Optional[Sequence[int]] = None,
-                   prediction_type: Optional[str] = None,
-                   condition: str = "class") -> DiffusersScoreModel:
-    """A `DiffusersScoreModel` from a UNet2DModel and its DDPM-style scheduler.
+                   prediction_type: Optional[str] = None, condition: str = "class", *,
+                   encode_prompt: Optional[Callable[[str], object]] = None,
+                   null_class: Optional[int] = None,
+                   decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+                   ) -> DiffusersScoreModel:
+    """A `DiffusersScoreModel` from a UNet2DModel or UNet2DConditionModel and its DDPM-style
+    scheduler (see `DiffusersScoreModel` for the arguments).
 
-    Compose it with components on the same schedule: ``adapter.schedule``.
+    Compose it with components on the same schedule (``adapter.schedule``), and sample on
+    fewer levels with ``compose.compile(..., levels=50)``.
     """
     return DiffusersScoreModel(unet, scheduler, name=name, event_shape=event_shape,
-                               prediction_type=prediction_type, condition=condition)
+                               prediction_type=prediction_type, condition=condition,
+                               encode_prompt=encode_prompt, null_class=null_class, decode=decode)
+
+
+def _check_condition_inputs(config) -> None:
+    """Refuse UNet2DConditionModels that need inputs besides text and class labels."""
+    addition = getattr(config, "addition_embed_type", None)
+    if addition not in _ADDITION_EMBEDS:
+        raise ValueError(f"unet: addition_embed_type={addition!r} needs added_cond_kwargs (SDXL's "
+                         "pooled text and time ids, or image embeddings); only text- and "
+                         "class-conditional UNets are supported")
+    projection = getattr(config, "encoder_hid_dim_type", None)
+    if projection not in _ENCODER_PROJECTIONS:
+        raise ValueError(f"unet: encoder_hid_dim_type={projection!r} needs image embeddings; "
+                         "only text- and class-conditional UNets are supported")
 
 
 def _scheduler_betas(scheduler) -> torch.Tensor:

@@ -25,7 +25,7 @@ from .terms import Term, covered, flatten, leaf_components, merge
 
 def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", points: int = 0,
             chunk_rows: Optional[int] = None, rule: str = "trapezoid",
-            event_shape: Optional[Sequence[int]] = None, **more) -> Target:
+            event_shape: Optional[Sequence[int]] = None, levels=None, **more) -> Target:
     """Compile a composition into a `Target`.
 
     Args:
@@ -41,6 +41,12 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
             integration points in one call per term on accelerators, one point per call on CPU.
         event_shape: the shape of one sample: the canvas of windowed expressions
             (docs/windows.md); by default the shape the unwindowed components declare.
+        levels: sample on fewer levels than the components' common training schedule: an
+            int S (S evenly spaced training levels ending at T) or an increasing sequence of
+            training levels (`Schedule.respaced`). The target's schedule is then the respaced
+            one (its β's drive the reverse step and the step sizes), and at its level i every
+            component is evaluated at its training level τ_i: networks are called with τ_i,
+            analytic components use ᾱ_{τ_i}, the respaced ᾱ_i (docs/pretrained.md).
         components, **more: name → component bindings when `expr` is a string.
     Returns:
         a Target with `score`, `evaluate`, `log_ratio`, `log_ratio_curve` and `plan`.
@@ -82,11 +88,24 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
     schedule = sources[0].schedule
     for c in sources[1:]:
         if not c.schedule.same_as(schedule):
+            hint = ""
+            if c.schedule.training.same_as(schedule.training):
+                hint = ("; build every component on the training schedule and sample on fewer "
+                        "levels with compile(..., levels=...)")
             raise ValueError(f"schedule: components '{sources[0].name}' ({schedule!r}) and "
-                             f"'{c.name}' ({c.schedule!r}) use different noise schedules")
+                             f"'{c.name}' ({c.schedule!r}) use different noise schedules{hint}")
     if canvas is not None:
         _check_coverage(terms, canvas)
-    return Target(expr, terms, schedule, canvas, path, int(points), chunk_rows, rule)
+    component_levels = None
+    if levels is not None:
+        if schedule.is_respaced:
+            raise ValueError(f"levels: the components are on a respaced schedule ({schedule!r}); "
+                             f"build them on the training schedule ({schedule.training!r}) and give "
+                             "levels= here")
+        schedule = schedule.respaced(levels)
+        component_levels = schedule.network_levels.tolist()
+    return Target(expr, terms, schedule, canvas, path, int(points), chunk_rows, rule,
+                  component_levels)
 
 
 def _canvas(expr: Expr, event_shape: Optional[Sequence[int]]) -> Optional[Tuple[int, ...]]:

@@ -88,14 +88,20 @@ class Plan:
     kernel: Optional[dict] = None
     totals: Optional[dict] = None
     rule: str = "trapezoid"
+    network_levels: Optional[List[int]] = None
+    training_T: Optional[int] = None
 
     @classmethod
     def from_target(cls, target) -> "Plan":
         """Terms, weights and Δ methods of `target`, without evaluation counts."""
         terms = [_plan_term(term, target.path, target.points, target.rule) for term in target.terms]
         shape = tuple(target.event_shape) if target.event_shape is not None else None
-        return cls(str(target.expr), target.schedule.name, target.T, shape, target.path,
+        plan = cls(str(target.expr), target.schedule.name, target.T, shape, target.path,
                    target.points, target.chunk_rows, terms, rule=target.rule)
+        if target.schedule.is_respaced:
+            plan.network_levels = target.schedule.network_levels.tolist()
+            plan.training_T = target.schedule.training.T
+        return plan
 
     @classmethod
     def for_kernel(cls, target, kernel, steps_per_level, num_samples: int,
@@ -133,9 +139,10 @@ class Plan:
             plan_term.delta = _delta_text(term, path, target.points, target.rule)
         canvas = tuple(target.event_shape) if target.event_shape is not None else ("...",)
         chunk = target.chunk_rows
-        per_step_total = per_level_total = 0
-        # Windows of one network and condition share a call (crops stacked along the batch):
-        # the first term of a call shows it, the others point to it.
+        per_step_total = per_level_total = calls_step = calls_level = 0
+        # Windows of one network and condition share a call (crops stacked along the batch), and
+        # so do the conditions of a network that stacks them: the first term of a call shows
+        # it, the others point to it.
         stacked = {id(term): (call, i) for call in target.exact_calls + target.implicit_calls
                    for i, term in enumerate(call.terms)}
         for source_term, term in _leaf_pairs(target.terms, plan.terms):
@@ -145,7 +152,8 @@ class Plan:
             k = len(call.terms) if call is not None else 1
             shape = canvas if source_term.window is None else \
                 tuple(b - a for a, b in source_term.window)
-            what = "" if k == 1 else f", {k} windows stacked"
+            what = "" if k == 1 else (f", {k} conditions stacked" if call.stacked_conditions
+                                      and not call.windowed else f", {k} windows stacked")
             term.per_step = points_per_step
             term.per_level = points_per_level
             if position == 0:
@@ -165,12 +173,15 @@ class Plan:
             term.per_sample = T * term.per_level
             per_step_total += term.per_step
             per_level_total += term.per_level
+            calls_step += sum(c.per_step for c in term.calls)
+            calls_level += sum(c.per_level for c in term.calls)
         plan.kernel = {"name": name, "adjusted": adjusted, "steps_per_level": K,
                        "num_samples": N, "reverse_step": bool(reverse_step)}
         if runs_kernel and getattr(kernel, "num_leapfrog", None) is not None:
             plan.kernel["num_leapfrog"] = kernel.num_leapfrog
         plan.totals = {"per_step": per_step_total, "per_level": per_level_total,
-                       "per_sample": T * per_level_total}
+                       "per_sample": T * per_level_total, "calls_per_step": calls_step,
+                       "calls_per_level": calls_level, "calls_per_sample": T * calls_level}
         return plan
 
     @classmethod
@@ -203,6 +214,9 @@ class Plan:
         shape = "unknown" if self.event_shape is None else str(self.event_shape)
         lines = [f"plan for {self.expression}",
                  f"  schedule {self.schedule}, T = {self.T} levels, event shape {shape}"]
+        if self.network_levels is not None:
+            lines.append(f"  respaced: level i calls the networks at training levels "
+                         f"{_level_list(self.network_levels)} of {self.training_T}")
         if self.kernel:
             k, t = self.kernel, self.totals
             if k["name"] == "Reverse":
@@ -220,11 +234,27 @@ class Plan:
             if not k["adjusted"]:
                 lines.append(f"  Δ is never computed: {k['name']} has no accept/reject step")
             lines.append(f"  network evaluations per chain, all terms: {_per(t, k)}")
+            if any(term.shared_with for term in _plan_leaves(self.terms)):
+                calls = {key: t["calls_" + key] for key in ("per_step", "per_level", "per_sample")}
+                lines.append(f"  network calls, stacked terms sharing one: {_per(calls, k)}")
         if self.chunk_rows is not None:
             lines.append(f"  score-only calls split into chunks of at most {self.chunk_rows} rows")
         for i, term in enumerate(self.terms):
             lines.extend(_term_lines(term, "  ", i == len(self.terms) - 1, self.kernel))
         return "\n".join(lines)
+
+
+def _level_list(levels: List[int]) -> str:
+    if len(levels) <= 8:
+        return ", ".join(str(t) for t in levels)
+    return ", ".join(str(t) for t in levels[:3]) + f", …, {levels[-1]}"
+
+
+def _plan_leaves(terms: List[PlanTerm]) -> List[PlanTerm]:
+    out = []
+    for term in terms:
+        out.extend(_plan_leaves(term.branches) if term.branches else [term])
+    return out
 
 
 def _per(counts, kernel) -> str:

@@ -16,7 +16,12 @@ every weight, the guidance scale included, enters both through the same term.
 
 A term that sees a window W of the canvas contributes w · log p(x[W]) and w · scatter(s(x[W]))
 (docs/windows.md). Terms of one network and condition with windows of one shape are one
-`Call`: their crops are stacked along the batch and evaluated together.
+`Call`: their crops are stacked along the batch and evaluated together. So are score-only terms
+of one network that differ only in their conditions, when the network stacks conditions
+(`Component.stacks_conditions`, e.g. the prompts of classifier-free guidance).
+
+On a respaced schedule (``compile(..., levels=)``) level i evaluates every component at its
+training level τ_i (`component_level`).
 """
 from __future__ import annotations
 
@@ -58,9 +63,11 @@ class EvaluationCounter:
         self.rows: Dict[str, int] = OrderedDict()
         self.calls: Dict[str, int] = OrderedDict()
 
-    def add(self, label: str, rows: int) -> None:
+    def add(self, label: str, rows: int, call: bool = True) -> None:
+        """Count `rows` evaluations of `label`; `call=False` when they were stacked into the
+        call already counted for another term (conditions along the batch)."""
         self.rows[label] = self.rows.get(label, 0) + rows
-        self.calls[label] = self.calls.get(label, 0) + 1
+        self.calls[label] = self.calls.get(label, 0) + int(call)
 
     def snapshot(self) -> Dict[str, int]:
         return dict(self.rows)
@@ -98,9 +105,29 @@ class Evaluation:
 class Call:
     """Terms evaluated by one network call: one source with one condition, either unwindowed
     (one term) or seeing several windows of one shape, whose crops are stacked along the batch
-    (N chains and k windows: k·N rows)."""
+    (N chains and k windows: k·N rows); or, for a source that stacks conditions, terms with
+    different conditions (each its own N rows of the stacked batch)."""
 
     terms: List[Term]
+
+    @property
+    def stacked_conditions(self) -> bool:
+        """True when the terms differ in their conditions (one condition per block of rows)."""
+        return any(term.conditions != self.terms[0].conditions for term in self.terms[1:])
+
+    def evaluate(self, inputs: torch.Tensor, t: int) -> torch.Tensor:
+        """The source's score at the stacked inputs: one call, conditions per block of rows."""
+        if self.stacked_conditions:
+            return self.source.stacked_score(inputs, t, [term.conditions for term in self.terms])
+        return self.source.score(inputs, t, self.conditions)
+
+    def count(self, counter: "EvaluationCounter", rows: int) -> None:
+        """`rows` per term into the counter under each term's network label; one call."""
+        per_label: "OrderedDict[str, int]" = OrderedDict()
+        for term in self.terms:
+            per_label[term.network] = per_label.get(term.network, 0) + rows
+        for i, (label, count) in enumerate(per_label.items()):
+            counter.add(label, count, call=i == 0)
 
     @property
     def source(self):
@@ -120,11 +147,10 @@ class Call:
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The call's batch: x itself, or the crops of x in every window, stacked."""
-        if not self.windowed:
-            return x
         if len(self.terms) == 1:
-            return windows.crop(x, self.terms[0].window)
-        return torch.cat([windows.crop(x, term.window) for term in self.terms])
+            return x if not self.windowed else windows.crop(x, self.terms[0].window)
+        return torch.cat([x if term.window is None else windows.crop(x, term.window)
+                          for term in self.terms])
 
     def outputs(self, values: torch.Tensor, x: torch.Tensor, log_density: bool = False):
         """Per term, (weight, its rows of `values`): log-densities as they are, scores
@@ -138,14 +164,20 @@ class Call:
 
 
 def _calls(terms: List[Term]) -> List[Call]:
-    """Group windowed terms of one source, condition and window shape into one call each;
-    every other term is a call of its own. Order: first appearance."""
+    """Group windowed terms of one source, condition and window shape into one call each, and
+    score-only terms of one source that stacks conditions (`Component.stacks_conditions`) and
+    one window shape (or none) whatever their conditions; every other term is a call of its
+    own. Order: first appearance."""
     calls: "OrderedDict[Any, Call]" = OrderedDict()
     for i, term in enumerate(terms):
-        if term.window is None or isinstance(term.source, MixtureDensity):
+        stacks = not term.exact and getattr(term.source, "stacks_conditions", False)
+        shape = None if term.window is None else windows.box_shape(term.window)
+        if isinstance(term.source, MixtureDensity) or (term.window is None and not stacks):
             key = ("alone", i)
+        elif stacks:
+            key = (id(term.source), "stacked", shape)
         else:
-            key = (id(term.source), term.conditions, term.method, windows.box_shape(term.window))
+            key = (id(term.source), term.conditions, term.method, shape)
         if key in calls:
             calls[key].terms.append(term)
         else:
@@ -166,7 +198,8 @@ class Target:
 
     def __init__(self, expr: Expr, terms: List[Term], schedule: Schedule,
                  event_shape: Optional[Tuple[int, ...]], path: str, points: int,
-                 chunk_rows: Optional[int], rule: str = "trapezoid"):
+                 chunk_rows: Optional[int], rule: str = "trapezoid",
+                 component_levels: Optional[Sequence[int]] = None):
         self.expr = expr
         self.terms = terms
         self.schedule = schedule
@@ -179,6 +212,9 @@ class Target:
         self.implicit_terms = [t for t in terms if not t.exact]
         self.exact_calls = _calls(self.exact_terms)
         self.implicit_calls = _calls(self.implicit_terms)
+        # Level i of `schedule` evaluates the components at their level component_levels[i − 1]
+        # (a respaced schedule: the training levels τ_i); None: the same level.
+        self.component_levels = None if component_levels is None else [int(t) for t in component_levels]
         self.counter = EvaluationCounter()
         self.largest_weight = _largest_weight(terms)
 
@@ -214,6 +250,10 @@ class Target:
             shape = ", ".join(str(d) for d in self.event_shape)
             raise ValueError(f"{name}: expected shape (N, {shape}), got {tuple(x.shape)}")
         return t
+
+    def component_level(self, t: int) -> int:
+        """The level of the components' own schedule that target level t evaluates them at."""
+        return t if self.component_levels is None else self.component_levels[t - 1]
 
     # -- term evaluation ------------------------------------------------------------------
     def _exact_source(self, term: Term, x: torch.Tensor, t: int):
@@ -264,8 +304,8 @@ class Target:
                 total = None
                 for call in self.implicit_calls:
                     inputs = call.inputs(chunk)
-                    self.counter.add(call.label, inputs.shape[0])
-                    s = call.source.score(inputs, t, call.conditions)
+                    call.count(self.counter, chunk.shape[0])
+                    s = call.evaluate(inputs, t)
                     for weight, part in call.outputs(s, chunk):
                         total = _add(total, weight * part)
                 parts.append(total)
@@ -281,7 +321,7 @@ class Target:
 
     def evaluate(self, x: torch.Tensor, t: int) -> Evaluation:
         """Score, score-only part and exact log-density part at a batch x, level t."""
-        t = self._check(x, t)
+        t = self.component_level(self._check(x, t))
         log_density, score = self._exact(x, t)
         implicit = self._implicit(x, t)
         if implicit is not None:
@@ -318,7 +358,7 @@ class Target:
         chains = points.shape[points.dim() - event_dims - 1]
         flat = points.reshape((-1,) + tuple(points.shape[points.dim() - event_dims:]))
         rows = self.interior_rows_per_call(chains, points.device)
-        scores = self._implicit(flat, t, rows)
+        scores = self._implicit(flat, self.component_level(t), rows)
         self._guard_overflow(scores)
         return scores.reshape(points.shape)
 

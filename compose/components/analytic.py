@@ -181,11 +181,23 @@ class ExactNoisePrediction(nn.Module):
         self.component = component
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε at the training levels t (mapped back to the component's own levels when its
+        schedule is respaced, as a trained network's input would be)."""
         levels = torch.unique(t)
         if levels.numel() == 1:
-            return self.component.noise_prediction(x, int(levels.item()))
+            return self.component.noise_prediction(x, self._own_level(int(levels.item())))
         out = torch.empty_like(x)
         for level in levels.tolist():
             rows = t == level
-            out[rows] = self.component.noise_prediction(x[rows], int(level))
+            out[rows] = self.component.noise_prediction(x[rows], self._own_level(int(level)))
         return out
+
+    def _own_level(self, network_level: int) -> int:
+        schedule = self.component.schedule
+        if not schedule.is_respaced:
+            return network_level
+        matches = (schedule.network_levels == network_level).nonzero()
+        if matches.numel() != 1:
+            raise ValueError(f"t: training level {network_level} is not one of the respaced "
+                             f"schedule's levels")
+        return int(matches[0, 0]) + 1

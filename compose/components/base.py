@@ -27,6 +27,9 @@ class Component(nn.Module):
 
     has_log_density: bool = False
     is_classifier: bool = False
+    # True: `stacked_score` evaluates several conditions in one network call, so the compiler
+    # puts score-only terms of this component that differ only in conditions into one call.
+    stacks_conditions: bool = False
     kind: str = "component"
 
     def __init__(self, schedule: Schedule, name: Optional[str] = None,
@@ -60,6 +63,16 @@ class Component(nn.Module):
         `compile` calls it once per leaf, so a bad condition is reported where it was written
         instead of at the first evaluation. The base class accepts any conditions.
         """
+
+    def stacked_score(self, x: torch.Tensor, t: int,
+                      conditions_list: Sequence[Conditions]) -> torch.Tensor:
+        """Scores of k blocks of rows, each under its own conditions: x has k · N rows, block j
+        (rows j·N … (j+1)·N − 1) is scored under ``conditions_list[j]``. Components with
+        ``stacks_conditions = True`` do this in one network call; this default scores block
+        by block."""
+        blocks = x.chunk(len(conditions_list))
+        return torch.cat([self.score(block, t, conditions)
+                          for block, conditions in zip(blocks, conditions_list)])
 
     # -- composition -------------------------------------------------------------------
     def as_leaf(self) -> Leaf:

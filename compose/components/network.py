@@ -8,13 +8,15 @@ class               log-density      score
 ``Classifier``      log p_t(y | x)   ∇ log p_t(y | x)   (guidance only, not a factor)
 ==================  ===============  ==========================================================
 
-Networks are called as ``net(x, t)`` with t an int64 tensor of shape (N,) holding the level,
-plus keyword tensors for conditions (``net(x, t, **{"class": y})``) when a leaf is
+Networks are called as ``net(x, t)`` with t an int64 tensor of shape (N,) holding the level
+(the training level on a respaced schedule: `Schedule.network_level`), plus keyword tensors for conditions (``net(x, t, **{"class": y})``) when a leaf is
 conditioned, as in classifier-free guidance. Score-only components are integrated along a
-path for Δ (docs/delta.md).
+path for Δ (docs/delta.md). A network in float16 or bfloat16 runs in its own dtype; its output
+is converted back to the input's dtype (docs/pretrained.md).
 """
 from __future__ import annotations
 
+import itertools
 import numbers
 from typing import Optional, Sequence, Tuple
 
@@ -62,8 +64,17 @@ def _condition_tensors(conditions: Conditions, n: int, device) -> dict:
     return out
 
 
-def _levels(x: torch.Tensor, t: int) -> torch.Tensor:
-    return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def network_dtype(net) -> Optional[torch.dtype]:
+    """The dtype of a module's first floating-point parameter or buffer; None for a plain
+    callable or a module without any."""
+    if isinstance(net, nn.Module):
+        for tensor in itertools.chain(net.parameters(), net.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+    return None
 
 class NetworkComponent(Component):
     """A component defined by a network ``net(x, t)`` trained with `schedule`.
@@ -85,6 +96,19 @@ class NetworkComponent(Component):
     def check_conditions(self, conditions):
         check_condition_tensors(self.name, conditions)
 
+    def network_levels(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """The int64 levels (N,) the network is called with at level t: the training level
+        `schedule.network_level(t)` (t itself unless the schedule is respaced)."""
+        return torch.full((x.shape[0],), self.schedule.network_level(t), dtype=torch.long,
+                          device=x.device)
+
+    def network_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the network's dtype when the network is in half precision (float16, bfloat16),
+        so that it runs in its own dtype; otherwise x unchanged. Outputs are converted back to
+        x's dtype, so chains, scores and Δ stay in the chains' dtype (docs/pretrained.md)."""
+        dtype = network_dtype(self.net)
+        return x.to(dtype) if dtype in HALF_DTYPES and dtype != x.dtype else x
+
 
 class ScoreModel(NetworkComponent):
     """An ε-prediction network: score −ε_θ(x, t)/σ_t, no log-density (docs/algebra.md §2).
@@ -97,11 +121,12 @@ class ScoreModel(NetworkComponent):
 
     def noise_prediction(self, x: torch.Tensor, t: int, conditions: Conditions = ()) -> torch.Tensor:
         """ε_θ(x, t), shape of x."""
-        eps = self.net(x, _levels(x, t), **_condition_tensors(conditions, x.shape[0], x.device))
+        eps = self.net(self.network_input(x), self.network_levels(x, t),
+                       **_condition_tensors(conditions, x.shape[0], x.device))
         if eps.shape != x.shape:
             raise ValueError(f"{self.name}: network returned shape {tuple(eps.shape)} for input "
                              f"{tuple(x.shape)}; an ε-prediction must match the input")
-        return eps
+        return eps.to(x.dtype)
 
     def score(self, x, t, conditions=()):
         t = self._level(t)
@@ -137,10 +162,12 @@ class EnergyModel(NetworkComponent):
         """(g(x, t) of shape (N,), ε = ∇_x g of the shape of x)."""
         with torch.enable_grad():
             xg = x if create_graph else x.detach().requires_grad_(True)
-            f = self.net(xg, _levels(x, t), **_condition_tensors(conditions, x.shape[0], x.device))
+            f = self.net(self.network_input(xg), self.network_levels(x, t),
+                         **_condition_tensors(conditions, x.shape[0], x.device))
             if f.shape != x.shape:
                 raise ValueError(f"{self.name}: network returned shape {tuple(f.shape)} for input "
                                  f"{tuple(x.shape)}; an energy network f must match the input")
+            f = f.to(x.dtype)
             g = (f - xg).pow(2).flatten(1).sum(1)
             (eps,) = torch.autograd.grad(g.sum(), xg, create_graph=create_graph)
         return (g, eps) if create_graph else (g.detach(), eps.detach())
@@ -195,10 +222,11 @@ class Classifier(NetworkComponent):
             raise ValueError(f"{self.variable}: a classifier condition takes an integer class, got {value!r}")
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            logits = self.net(xg, _levels(x, t))
+            logits = self.net(self.network_input(xg), self.network_levels(x, t))
             if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
                 raise ValueError(f"{self.name}: network must return logits of shape (N, classes), "
                                  f"got {tuple(logits.shape)}")
+            logits = logits.to(x.dtype)
             if not 0 <= value < logits.shape[1]:
                 raise ValueError(f"{self.variable}: class must be in 0..{logits.shape[1] - 1}, got {value}")
             log_prob = torch.log_softmax(logits, dim=1)[:, value]
