@@ -151,8 +151,11 @@ def _run_plan(args: argparse.Namespace) -> int:
         plan = target.plan
     else:
         reverse = args.reverse_step or args.kernel == "Reverse"
-        plan = target.plan_for(_kernel(args.kernel, args.leapfrog), args.steps, args.samples,
-                               reverse)
+        try:
+            plan = target.plan_for(_kernel(args.kernel, args.leapfrog), args.steps, args.samples,
+                                   reverse)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
     print(json.dumps(plan.to_dict(), indent=2, allow_nan=False) if args.json else str(plan))
     return 0
 

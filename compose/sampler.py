@@ -25,7 +25,8 @@ import torch
 
 from .compiler import Target
 from .compiler.plan import level_steps
-from .kernels.base import ChainState, Kernel
+from .kernels.base import ChainState, Kernel, check_generator, non_finite_error
+from .progress import progress_bar, wants_progress
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
            reverse_step: bool = False, generator: Optional[torch.Generator] = None, *,
            initial: Optional[torch.Tensor] = None, event_shape: Optional[Sequence[int]] = None,
            device=None, dtype: torch.dtype = torch.float32, variance: str = "small",
-           adaptation: Optional[Adaptation] = None, progress: bool = True,
+           adaptation: Optional[Adaptation] = None, progress: Optional[bool] = None,
            callback: Optional[Callable[[dict], None]] = None) -> SampleResult:
     """Annealed MCMC along the schedule of `target`.
 
@@ -141,19 +142,22 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
         event_shape: shape of one sample, when no component declares it.
         variance: "small" (β̃_t) or "large" (β_t) reverse-step noise.
         adaptation: keep each level's acceptance in a band during warm-up (`Adaptation`).
-        progress: show a tqdm bar over levels.
+        progress: a tqdm bar over levels: True shows it, False hides it, None (default) shows
+            it only when stderr is a terminal.
         callback: called after each level with {"level", "x", "diagnostics"}.
     Returns:
         SampleResult(samples, diagnostics).
     """
-    counts = _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation)
+    counts = _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation,
+                              generator)
+    wants_progress(progress)
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
         raise ValueError(f"num_samples: must be an integer ≥ 1, got {num_samples!r}")
 
     x = _initial_batch(target, num_samples, initial, event_shape, device, dtype, generator)
     name = _sampler_name(kernel, sum(counts), reverse_step)
     diagnostics = Diagnostics(name, num_samples)
-    bar = _progress_bar(target.schedule.T, name, progress)
+    bar = progress_bar(target.schedule.T, name, progress, unit="level")
     try:
         for step in anneal(target, kernel, x, steps_per_level, reverse_step, generator,
                            variance=variance, adaptation=adaptation):
@@ -193,9 +197,11 @@ def anneal(target: Target, kernel: Optional[Kernel], x: torch.Tensor, steps_per_
     ``anneal(..., step.x, start=t − 1, multiplier=step.multiplier)`` and the generator in the
     state it had then (`torch.Generator.get_state` / `set_state`).
     """
-    _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation)
+    _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation, generator)
     start = target.T if start is None else target.schedule.check_level(start, "start")
     target._check(x, start, "x")
+    if not x.is_floating_point():
+        raise ValueError(f"x: expected a real floating-point tensor, got {x.dtype}")
     if isinstance(multiplier, bool) or not isinstance(multiplier, numbers.Real) \
             or not math.isfinite(multiplier) or multiplier <= 0:
         raise ValueError(f"multiplier: must be a finite number > 0, got {multiplier!r}")
@@ -230,7 +236,8 @@ def _levels(target, kernel, x, steps_per_level, reverse_step, generator, start, 
         yield AnnealStep(t, x, multiplier, level)
 
 
-def _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation) -> List[int]:
+def _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation,
+                     generator) -> List[int]:
     """Validate the run's arguments; return the step count of each level (index t − 1)."""
     if not isinstance(target, Target):
         raise ValueError(f"target: expected a compiled Target (compose.compile), got {type(target).__name__}")
@@ -243,27 +250,63 @@ def _check_arguments(target, kernel, steps_per_level, reverse_step, variance, ad
         raise ValueError("kernel: with no kernel steps, reverse_step=True is needed (otherwise nothing moves)")
     if adaptation is not None and (kernel is None or not kernel.adjusted):
         raise ValueError("adaptation: step-size adaptation needs an adjusted kernel (MALA, HMC, RandomWalkMH)")
+    check_generator(generator)
+    if kernel is not None and any(counts):
+        kernel.check_target(target)
     return counts
 
 
 def _initial_batch(target, n, initial, event_shape, device, dtype, generator) -> torch.Tensor:
+    """The chains at level T: `initial` (checked), or x ~ N(0, I) drawn with `generator`."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype: must be a real floating-point torch.dtype (torch.float32, "
+                         f"torch.float64, ...), got {dtype!r}")
     if initial is not None:
-        if not isinstance(initial, torch.Tensor) or initial.shape[0] != n:
+        if not isinstance(initial, torch.Tensor) or initial.dim() < 1 or initial.shape[0] != n:
             raise ValueError(f"initial: expected a tensor with {n} rows, got "
-                             f"{tuple(initial.shape) if isinstance(initial, torch.Tensor) else initial!r}")
+                             f"{tuple(initial.shape) if isinstance(initial, torch.Tensor) else initial!r:.60}")
+        if not initial.is_floating_point():
+            raise ValueError(f"initial: expected a real floating-point tensor, got {initial.dtype}")
         target._check(initial, target.T, "initial")
+        if generator is not None and generator.device.type != initial.device.type:
+            raise ValueError(f"generator: it lives on {generator.device}, but initial is on "
+                             f"{initial.device}; create it on the chains' device, "
+                             f"torch.Generator(device={initial.device.type!r})")
+        if not initial.is_meta and not bool(torch.isfinite(initial).all()):
+            raise ValueError("initial: the starting batch has non-finite entries")
         return initial
     shape = target.event_shape if target.event_shape is not None else event_shape
     if shape is None:
         raise ValueError("event_shape: no component declares its sample shape; pass event_shape=(…)")
     if event_shape is not None and tuple(event_shape) != tuple(shape):
         raise ValueError(f"event_shape: {tuple(event_shape)} differs from the components' {tuple(shape)}")
-    if generator is not None and device is not None and torch.device(device).type != generator.device.type:
-        raise ValueError(f"generator: it lives on {generator.device}, but device={device}; "
-                         "create it with torch.Generator(device=...)")
+    if device is not None:
+        device = _available_device(device)
+        if generator is not None and device.type != generator.device.type:
+            raise ValueError(f"generator: it lives on {generator.device}, but device={str(device)!r}; "
+                             f"create it there, torch.Generator(device={device.type!r})")
     if device is None and generator is not None:
         device = generator.device
     return torch.randn((n,) + tuple(shape), generator=generator, device=device, dtype=dtype)
+
+
+def _available_device(device) -> torch.device:
+    """`device` as a torch.device this torch can place tensors on, or one clear ValueError."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device: {device!r} is not a torch device (e.g. 'cpu', 'cuda', "
+                         "'cuda:1')") from None
+    try:
+        torch.empty(0, device=device)
+    except (AssertionError, RuntimeError) as err:
+        build = (f"this torch ({torch.__version__}) was built without CUDA"
+                 if device.type == "cuda" and torch.version.cuda is None
+                 else f"this torch ({torch.__version__}) cannot use it: {str(err).strip().splitlines()[0]}")
+        raise ValueError(f"device: {str(device)!r} is not available: {build}. Sample on the CPU "
+                         "(device='cpu', with a CPU generator torch.Generator()), or install a "
+                         f"torch build with {device.type} support") from None
+    return device
 
 
 def _accumulate(totals, info):
@@ -280,8 +323,7 @@ def _level_diagnostics(t, step_size, steps, totals, x, before, target, n, second
     values = totals.tolist() if totals is not None else [0.0] * 5
     accepted, divergent, abs_delta, finite, moves = values
     if not bool(torch.isfinite(x).all()):
-        raise FloatingPointError(
-            f"level {t}: some samples became non-finite; reduce the step size at this level")
+        raise non_finite_error(t)
     after = target.counter.snapshot()
     evaluations = {k: (after.get(k, 0) - before.get(k, 0)) / n for k in after}
     return LevelDiagnostics(
@@ -295,16 +337,3 @@ def _sampler_name(kernel, steps, reverse_step) -> str:
     if kernel is None or steps == 0:
         return "Reverse"
     return kernel.name + (" + reverse" if reverse_step else "")
-
-
-class _NoBar:
-    def update(self, n): pass
-    def set_postfix(self, **kw): pass
-    def close(self): pass
-
-
-def _progress_bar(total: int, name: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=name, unit="level", leave=False)

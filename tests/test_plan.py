@@ -103,7 +103,6 @@ SAMPLERS = [  # (name, kernel, path, points)
     ("HMC-curve", "HMC", "curve", 0),
     ("HMC-1-curve", "HMC", "curve", 1),
     ("RWMH-2-line", "RWMH", "line", 2),
-    ("LA-on-a-curve-target", "MALA", "curve", 2),   # MALA integrates on the line anyway
 ]
 
 
@@ -302,7 +301,7 @@ def test_unadjusted_plans_say_that_delta_is_never_computed():
     assert reverse[4] == "  network evaluations per chain, all terms: 4 per level, 40 per sample"
 
 
-@pytest.mark.parametrize("kernel", [None, "MALA", "HMC"])
+@pytest.mark.parametrize("kernel", [None, "ULA", "HMC"])          # (MALA refuses a curve target)
 def test_plan_to_dict_is_json(kernel):
     setup = Setup(chunk_rows=3, path="curve", points=1)
     if kernel is None:

@@ -40,11 +40,13 @@ def test_weight_overflow(schedule):
         compose.compile((a ** 1e200) ** 1e200)
 
 
-@pytest.mark.parametrize("make", [lambda: compose.ULA(0.0), lambda: compose.MALA(-1.0),
-                                  lambda: compose.HMC(math.nan), lambda: compose.RandomWalkMH(math.inf),
-                                  lambda: compose.MALA([0.1, -0.1])])
-def test_step_size_must_be_positive(make):
-    with pytest.raises(ValueError, match=r"step_size: .*> 0"):
+@pytest.mark.parametrize("make, name", [(lambda: compose.ULA(0.0), "step_size"),
+                                        (lambda: compose.MALA(-1.0), "step_size"),
+                                        (lambda: compose.HMC(math.nan), "step_size"),
+                                        (lambda: compose.RandomWalkMH(math.inf), "scale"),
+                                        (lambda: compose.MALA([0.1, -0.1]), "step_size")])
+def test_step_size_must_be_positive(make, name):
+    with pytest.raises(ValueError, match=name + r": .*> 0"):
         make()
 
 

@@ -121,6 +121,7 @@ class Plan:
         if not runs_kernel and not reverse_step:
             raise ValueError("kernel: with no kernel steps, reverse_step=True is needed")
         if runs_kernel:
+            kernel.check_target(target)
             points_per_step, extra = kernel.evaluations_per_step(target)
             init = int(kernel.evaluates_at_init)
             name, adjusted = kernel.name, bool(kernel.adjusted)

@@ -44,6 +44,23 @@ class StepInfo:
     divergent: torch.Tensor
 
 
+def non_finite_error(t: int) -> FloatingPointError:
+    """What both drivers (`compose.sample` and the Pyro adapter) raise when chains leave the
+    finite numbers: an unadjusted kernel (ULA, U-HMC) has no rejection to stop them."""
+    return FloatingPointError(f"level {t}: some samples became non-finite; reduce the step size "
+                              "at this level")
+
+
+def check_generator(generator) -> Optional[torch.Generator]:
+    """`generator` if it is a torch.Generator or None; otherwise a ValueError saying how to seed."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        seed = int(generator) if isinstance(generator, int) and not isinstance(generator, bool) else 0
+        raise ValueError(f"generator: expected a torch.Generator or None, got "
+                         f"{type(generator).__name__} {generator!r:.40}; to seed, pass "
+                         f"torch.Generator().manual_seed({seed})")
+    return generator
+
+
 def unadjusted_info(x_new: torch.Tensor) -> StepInfo:
     """Every chain moves; a non-finite position counts as a divergence."""
     divergent = ~torch.isfinite(x_new.flatten(1)).all(1)
@@ -62,9 +79,14 @@ class Kernel(MCMCKernel):
     adjusted: bool = True
     #: whether `init` evaluates the target at the starting point (one evaluation per level)
     evaluates_at_init: bool = True
+    #: whether a move follows a piecewise-straight path along which Δ can be integrated
+    #: (path="curve"): HMC's leapfrog trajectory; Langevin and random-walk moves have none
+    provides_curve: bool = False
+    #: the name of the step-size argument in error messages
+    step_size_name: str = "step_size"
 
     def __init__(self, step_size: StepSizeSpec):
-        self.step_size = check_step_size(step_size)
+        self.step_size = check_step_size(step_size, self.step_size_name)
         self.transforms = {}           # pyro.infer.MCMC reads kernel.model after a run otherwise
         self._target: Optional[Target] = None
         self._level: Optional[int] = None
@@ -72,12 +94,23 @@ class Kernel(MCMCKernel):
         self._initial_params = None
         self._state: Optional[ChainState] = None
         self._step_size: Optional[float] = None
-        self._totals = None
+        self._warmup_steps = 0
+        self._steps = 0
+        self._counts = [0, 0]          # moves, accepted in the current phase (warm-up, sampling)
+        self._divergences: list = []
 
     # -- the functional interface ----------------------------------------------------------
     def step_sizes(self, target: Target) -> list:
         """Step size at levels 1..T (index t − 1)."""
-        return per_level(self.step_size, target.schedule)
+        return per_level(self.step_size, target.schedule, self.step_size_name)
+
+    def check_target(self, target: Target) -> None:
+        """Refuse, before anything is evaluated, a target this kernel cannot sample as
+        compiled: path="curve" needs a kernel whose moves provide a curve (unadjusted kernels
+        never form Δ, so for them the path does not matter)."""
+        if target.path == "curve" and self.adjusted and not self.provides_curve:
+            raise ValueError(f"path: {self.name} has no leapfrog path to integrate Δ along; compile "
+                             "with path='line', or sample path='curve' with HMC")
 
     def init(self, target: Target, x: torch.Tensor, t: int,
              generator: Optional[torch.Generator] = None) -> ChainState:
@@ -92,9 +125,9 @@ class Kernel(MCMCKernel):
         raise NotImplementedError
 
     def integration_path(self, target: Target) -> str:
-        """The path Δ is integrated along for this kernel: the straight line x → x'. Kernels
-        that move along a leapfrog curve (HMC) follow `target.path` instead."""
-        return "line"
+        """The path Δ is integrated along for this kernel: `target.path` for a kernel that
+        provides a curve (HMC), otherwise the straight line x → x'."""
+        return target.path if self.provides_curve else "line"
 
     @property
     def name(self) -> str:
@@ -106,8 +139,9 @@ class Kernel(MCMCKernel):
         if not isinstance(target, Target):
             raise ValueError(f"target: expected a compiled compose Target, got {type(target).__name__}")
         self._level = target.schedule.check_level(t)
+        self.check_target(target)
         self._target = target
-        self._generator = generator
+        self._generator = check_generator(generator)
         self._state = None
         return self
 
@@ -120,8 +154,15 @@ class Kernel(MCMCKernel):
 
     @initial_params.setter
     def initial_params(self, params: Dict[str, torch.Tensor]) -> None:
-        if set(params) != {"x"}:
-            raise ValueError(f"initial_params: expected one site 'x', got {sorted(params)}")
+        if not isinstance(params, dict) or set(params) != {"x"}:
+            raise ValueError(f"initial_params: expected one site 'x', got "
+                             f"{sorted(params) if isinstance(params, dict) else params!r:.60}")
+        x = params["x"]
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1:
+            raise ValueError("initial_params: x must be a real floating-point tensor of shape "
+                             "(num_chains, *event_shape), got "
+                             + (f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor)
+                                else type(x).__name__))
         self._initial_params = dict(params)
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
@@ -129,7 +170,10 @@ class Kernel(MCMCKernel):
             raise ValueError("target: call kernel.at_level(target, t) before pyro.infer.MCMC runs it")
         self._state = None
         self._step_size = self.step_sizes(self._target)[self._level - 1]
-        self._totals = torch.zeros(3, dtype=torch.float64)   # moves, accepted, divergent
+        self._warmup_steps = int(warmup_steps)
+        self._steps = 0
+        self._counts = [0, 0]
+        self._divergences = []
 
     def sample(self, params: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         x = params["x"]
@@ -137,19 +181,30 @@ class Kernel(MCMCKernel):
             self._state = self.init(self._target, x, self._level, self._generator)
         self._state, info = self.step(self._target, self._state, self._level, self._step_size,
                                       self._generator)
-        self._totals += torch.stack([torch.tensor(float(info.accepted.numel())),
-                                     info.accepted.sum().cpu().double(),
-                                     info.divergent.sum().cpu().double()])
+        # One host read per step (pyro.infer.MCMC reads every step anyway): the counts, and
+        # whether a chain left the finite numbers, which stops the run as compose.sample does.
+        accepted, divergent, non_finite = torch.stack([
+            info.accepted.sum(), info.divergent.sum(),
+            (~torch.isfinite(self._state.x)).sum()]).tolist()
+        if non_finite:
+            raise non_finite_error(self._level)
+        if self._steps == self._warmup_steps:          # warm-up over: count the sampling phase
+            self._counts = [0, 0]
+        if self._steps >= self._warmup_steps:
+            self._divergences.extend([self._steps - self._warmup_steps] * int(divergent))
+        self._steps += 1
+        self._counts[0] += info.accepted.numel()
+        self._counts[1] += int(accepted)
         return {"x": self._state.x}
 
-    def _rates(self) -> Tuple[float, int]:
-        moves, accepted, divergent = (self._totals if self._totals is not None else torch.zeros(3)).tolist()
-        return (accepted / moves if moves else math.nan), int(divergent)
+    def _rate(self) -> float:
+        moves, accepted = self._counts
+        return accepted / moves if moves else math.nan
 
     def logging(self):
-        rate, divergent = self._rates()
-        return {"acc. rate": f"{rate:.3f}", "divergences": divergent}
+        return {"acc. rate": f"{self._rate():.3f}", "divergences": len(self._divergences)}
 
     def diagnostics(self):
-        rate, divergent = self._rates()
-        return {"acceptance rate": rate, "divergences": divergent}
+        """Pyro's contract (as its HMC): the acceptance rate over the steps after warm-up, and
+        divergences as the list of those steps' indices, here one entry per divergent chain."""
+        return {"divergences": list(self._divergences), "acceptance rate": self._rate()}

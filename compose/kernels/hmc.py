@@ -84,9 +84,18 @@ class HMC(Kernel):
         self.adjusted = bool(adjusted)
         self.negate_on_reject = bool(negate_on_reject)
 
+    provides_curve = True
+
     @property
     def name(self) -> str:
         return "HMC" if self.adjusted else "U-HMC"
+
+    def check_target(self, target: Target) -> None:
+        """Also refuse, at setup, a constant mass tensor that does not fit the target's event
+        shape (a mass depending on the level is checked once per level in `init`)."""
+        super().check_target(target)
+        if isinstance(self.mass, torch.Tensor) and target.event_shape is not None:
+            _check_mass_shape(self.mass, (1,) + tuple(target.event_shape))
 
     def _mass_at(self, t: int, like: torch.Tensor, check: bool = False):
         """M at level t in the dtype and device of `like`; validated (a host sync) only when
@@ -94,6 +103,8 @@ class HMC(Kernel):
         mass = self.mass(t) if callable(self.mass) else self.mass
         if check:
             mass = _check_mass(mass)
+            if isinstance(mass, torch.Tensor):
+                _check_mass_shape(mass, like.shape)
         if isinstance(mass, torch.Tensor):
             mass = mass.to(dtype=like.dtype, device=like.device)
         return mass
@@ -131,9 +142,6 @@ class HMC(Kernel):
                                mh.select(accepted, v_end, v_rejected))
         return new_state, StepInfo(accepted, delta, divergent)
 
-    def integration_path(self, target):
-        return target.path
-
     def evaluations_per_step(self, target):
         if not self.adjusted:
             return self.num_leapfrog, 0
@@ -148,7 +156,29 @@ def _check_mass(mass):
         if not math.isfinite(mass) or mass <= 0:
             raise ValueError(f"mass: must be finite and > 0, got {mass!r}")
         return float(mass)
-    mass = torch.as_tensor(mass)
+    if isinstance(mass, (str, bytes)) or (isinstance(mass, torch.Tensor) and mass.is_complex()):
+        raise ValueError(f"mass: must be a positive number, a tensor broadcastable to the event "
+                         f"shape, or a callable t → either; got {type(mass).__name__} {mass!r:.40}")
+    try:
+        mass = torch.as_tensor(mass, dtype=torch.float64 if not isinstance(mass, torch.Tensor) else None)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"mass: must be a positive number, a tensor broadcastable to the event "
+                         f"shape, or a callable t → either; got {type(mass).__name__} "
+                         f"{mass!r:.40}") from None
+    if not mass.is_floating_point():
+        mass = mass.double()
     if not bool(torch.all(torch.isfinite(mass) & (mass > 0))):
         raise ValueError("mass: every diagonal entry must be finite and > 0")
     return mass
+
+
+def _check_mass_shape(mass: torch.Tensor, chains: Tuple[int, ...]) -> None:
+    """A diagonal mass must broadcast to the chains (N, *event) without changing their shape."""
+    try:
+        fits = torch.broadcast_shapes(tuple(mass.shape), tuple(chains)) == tuple(chains)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"mass: shape {tuple(mass.shape)} does not fit the event shape "
+                         f"{tuple(chains[1:])} (a diagonal mass is one value, or a tensor "
+                         f"broadcastable to the event shape)")

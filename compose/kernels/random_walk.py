@@ -13,6 +13,8 @@ class RandomWalkMH(Kernel):
         scale: τ > 0 (constant, per level, or `PowerLaw`).
     """
 
+    step_size_name = "scale"
+
     def __init__(self, scale: StepSizeSpec):
         super().__init__(scale)
 

@@ -44,7 +44,13 @@ def check_step_size(spec: StepSizeSpec, name: str = "step_size") -> StepSizeSpec
         return float(spec)
     if isinstance(spec, (PowerLaw,)) or callable(spec):
         return spec
-    values = torch.as_tensor(spec, dtype=torch.float64).flatten()
+    kinds = "a positive number, one per level, a PowerLaw or a callable t → number"
+    if isinstance(spec, (str, bytes, dict)) or (isinstance(spec, torch.Tensor) and spec.is_complex()):
+        raise ValueError(f"{name}: must be {kinds}; got {type(spec).__name__} {spec!r:.40}")
+    try:
+        values = torch.as_tensor(spec, dtype=torch.float64).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name}: must be {kinds}; got {type(spec).__name__} {spec!r:.40}") from None
     _check_values(values, name)
     return values
 
@@ -61,7 +67,8 @@ def per_level(spec: StepSizeSpec, schedule: Schedule, name: str = "step_size") -
             raise ValueError(f"{name}: expected one value per level, {schedule.T} in all, got {spec.numel()}")
         values = spec
     else:
-        values = torch.tensor([float(spec(t)) for t in range(1, schedule.T + 1)], dtype=torch.float64)
+        values = torch.tensor([_called(spec, t, name) for t in range(1, schedule.T + 1)],
+                              dtype=torch.float64)
     _check_values(values, name)
     return values.tolist()
 
@@ -69,3 +76,21 @@ def per_level(spec: StepSizeSpec, schedule: Schedule, name: str = "step_size") -
 def _check_values(values: torch.Tensor, name: str) -> None:
     if values.numel() == 0 or not bool(torch.all(torch.isfinite(values) & (values > 0))):
         raise ValueError(f"{name}: every per-level value must be finite and > 0")
+
+
+def _called(spec: Callable, t: int, name: str) -> float:
+    """spec(t) as a float: a finite number > 0 (or a one-element real tensor holding one)."""
+    value = spec(t)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or value <= 0:
+        if isinstance(value, torch.Tensor):
+            what = f"a tensor of shape {tuple(value.shape)}"
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            what = repr(float(value))
+        else:
+            what = "None" if value is None else f"a {type(value).__name__} {value!r:.30}"
+        raise ValueError(f"{name}: the callable returned {what} at t = {t}; expected a finite "
+                         "number > 0")
+    return float(value)

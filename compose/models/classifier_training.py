@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from ..schedule import Schedule
 from .unet import positive_int
+from ..progress import progress_bar, wants_progress
 
 
 @dataclass
@@ -29,7 +30,7 @@ class ClassifierResult:
 def train_classifier(net: nn.Module, data: Callable, *, schedule: Optional[Schedule] = None,
                      steps: int, batch_size: int = 128, lr: float = 2e-3,
                      weight_decay: float = 1e-4, generator: Optional[torch.Generator] = None,
-                     progress: bool = True) -> ClassifierResult:
+                     progress: Optional[bool] = None) -> ClassifierResult:
     """Train a classifier (in place) by cross-entropy with AdamW, cosine-decayed learning rate.
 
     Each step draws (x_0, y) = data(batch_size, generator). With a `schedule` (noise-aware
@@ -43,7 +44,8 @@ def train_classifier(net: nn.Module, data: Callable, *, schedule: Optional[Sched
         schedule: the noise schedule, or None for a clean-image classifier.
         steps, batch_size, lr, weight_decay: optimisation settings.
         generator: the only source of randomness of the batches, levels and noise.
-        progress: show a tqdm bar.
+        progress: a tqdm bar: True shows it, False hides it, None (default) shows it only
+            when stderr is a terminal.
     Returns:
         ClassifierResult(net, losses, seconds).
     """
@@ -58,10 +60,7 @@ def train_classifier(net: nn.Module, data: Callable, *, schedule: Optional[Sched
         optimiser, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
     net.train()
     losses: List[float] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc="training classifier", leave=False)
+    bar = progress_bar(steps, "training classifier", progress) if wants_progress(progress) else None
     start = time.perf_counter()
     try:
         for _ in range(int(steps)):

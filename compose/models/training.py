@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..schedule import Schedule
+from ..progress import progress_bar, wants_progress
 
 PARAMETERISATIONS = ("score", "energy")
 
@@ -79,7 +80,7 @@ class TrainResult:
 def train_diffusion(net: nn.Module, schedule: Schedule, data: DataFn, *,
                     parameterisation: str = "score", steps: int, batch_size: int = 2000,
                     lr: float = 1e-3, ema_decay: float = 0.999,
-                    generator: Optional[torch.Generator] = None, progress: bool = True,
+                    generator: Optional[torch.Generator] = None, progress: Optional[bool] = None,
                     callback: Optional[Callable[[dict], None]] = None) -> TrainResult:
     """Train `net` (in place) to predict the noise added by `schedule`'s forward process.
 
@@ -96,7 +97,8 @@ def train_diffusion(net: nn.Module, schedule: Schedule, data: DataFn, *,
         steps: number of optimisation steps (≥ 0).
         batch_size, lr, ema_decay: batch size, Adam learning rate, EMA decay in [0, 1).
         generator: the only source of randomness (levels and noise; also passed to `data`).
-        progress: show a tqdm progress bar.
+        progress: a tqdm bar: True shows it, False hides it, None (default) shows it only
+            when stderr is a terminal.
         callback: called after every step with a dict {"step", "loss", "net", "ema_net"}.
     Returns:
         TrainResult with the EMA net, the trained net, the loss history and the wall time.
@@ -124,10 +126,7 @@ def train_diffusion(net: nn.Module, schedule: Schedule, data: DataFn, *,
     net.train()
     losses: List[float] = []
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc=f"training ({parameterisation})", leave=False)
+    bar = progress_bar(steps, f"training ({parameterisation})", progress) if wants_progress(progress) else None
     start = time.perf_counter()
     try:
         for step in range(steps):

@@ -35,7 +35,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--steps-per-level", type=int, default=None,
                         help="MCMC steps per level K (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress output")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: only when stderr is a terminal); "
+                             "--no-progress also silences the status lines")
     return parser
 
 
@@ -48,7 +50,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
     command = commandline.recorded_command(args)
     run_experiment(args.out, quick=args.quick, seeds=args.seeds, scale=args.scale,
                    seed=args.seed, device=args.device, settings=settings,
-                   progress=not args.no_progress, threads=args.threads, command=command)
+                   progress=args.progress, threads=args.threads, command=command)
     print(os.path.join(args.out, "results.md"))
     return 0
 

@@ -46,7 +46,7 @@ def load_model(path, schedule: Optional[Schedule], architecture: type,
 
 
 def train_models(out_dir, settings: Settings, split: DigitsSplit, seed: int = 0, device=None,
-                 progress: bool = True, say: Callable[[str], None] = lambda s: None
+                 progress: Optional[bool] = None, say: Callable[[str], None] = lambda s: None
                  ) -> Tuple[Dict[str, nn.Module], List[dict]]:
     """Train (or reuse from OUT/checkpoints) the four networks.
 

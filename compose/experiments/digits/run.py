@@ -93,7 +93,7 @@ def run_sampler(spec: SamplerSpec, model, guide_net: nn.Module, eval_net: DigitC
 # -- the experiment -------------------------------------------------------------------------
 def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 1.0,
                    seed: int = 0, device=None, settings: Optional[Settings] = None,
-                   progress: bool = True, threads: Optional[int] = 1,
+                   progress: Optional[bool] = None, threads: Optional[int] = 1,
                    command: Optional[str] = None) -> dict:
     """Train (or reuse) the networks, tune step sizes, sample with every sampler and write the
     results.
@@ -121,7 +121,8 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
     device = torch.device(device or "cpu")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
+    # status lines unless progress output is off; bars only on a terminal unless forced
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress is not False else (lambda text: None)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))

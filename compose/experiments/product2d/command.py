@@ -50,7 +50,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--T", type=_positive, default=None, help="number of levels (default 100)")
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
     parser.add_argument("--threads", type=_positive, default=1, help="torch threads (default 1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress output")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: only when stderr is a terminal); "
+                             "--no-progress also silences the status lines")
     return parser
 
 
@@ -62,7 +64,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, **overrides)
     command = commandline.recorded_command(args)
     run_experiment(args.out, trials=args.trials, quick=args.quick, samplers=args.samplers,
-                   blocks=args.blocks, seed=args.seed, progress=not args.no_progress,
+                   blocks=args.blocks, seed=args.seed, progress=args.progress,
                    settings=settings, device=args.device, threads=args.threads, command=command)
     print(os.path.join(args.out, "results.md"))
     return 0

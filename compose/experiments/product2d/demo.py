@@ -44,7 +44,7 @@ def product_components(schedule: Schedule):
 
 
 def run(num_samples: int = 2000, seed: int = 0, out: Optional[str] = "demo-output",
-        progress: bool = True) -> List[dict]:
+        progress: Optional[bool] = None) -> List[dict]:
     """Sample with every demo sampler; returns one row per sampler and writes the plot.
 
     Returns:
@@ -103,13 +103,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=2000, help="chains (default 2000, as in the paper)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="demo-output", help="folder for the scatter plot")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: only when stderr is a terminal)")
 
 
 def run_from_args(args) -> int:
     torch.set_num_threads(1)          # small batches: intra-op threads only add overhead here
     start = time.perf_counter()
-    rows = run(args.samples, args.seed, args.out, progress=not args.no_progress)
+    rows = run(args.samples, args.seed, args.out, progress=args.progress)
     print("2D product composition: ring of 8 Gaussians × uniform bar (analytic components, "
           "score-only view; T = 100, K = 10)")
     print(format_table(rows))

@@ -45,7 +45,7 @@ def _matching_checkpoint(path: str, schedule: Schedule, settings: Settings, para
 
 def train_models(out_dir, trial: int, settings: Settings = PAPER, seed: int = 0,
                  parameterisations: Sequence[str] = PARAMETERISATIONS, device=None,
-                 progress: bool = True) -> Tuple[Dict[str, Tuple[Component, Component]], List[dict]]:
+                 progress: Optional[bool] = None) -> Tuple[Dict[str, Tuple[Component, Component]], List[dict]]:
     """Train (or reuse from OUT/checkpoints) the ring and bar models of one trial.
 
     Each model is a `ResidualMLP` trained with `train_diffusion` on fresh samples of its analytic

@@ -91,7 +91,7 @@ def block_samplers(block: str, specs: Sequence[SamplerSpec]) -> List[Tuple[str, 
 
 def run_experiment(out_dir, trials: int = 1, quick: bool = False,
                    samplers: Optional[Sequence[str]] = None, blocks: Sequence[str] = BLOCKS,
-                   seed: int = 0, progress: bool = True, settings: Optional[Settings] = None,
+                   seed: int = 0, progress: Optional[bool] = None, settings: Optional[Settings] = None,
                    device=None, threads: Optional[int] = 1, command: Optional[str] = None) -> dict:
     """Train (or reuse) the models of each trial, run every sampler in every block, write the results.
 
@@ -172,6 +172,7 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
     return results
 
 
-def _say(enabled: bool, text: str) -> None:
-    if enabled:
+def _say(progress: Optional[bool], text: str) -> None:
+    """A status line on stderr, unless progress output is switched off (progress=False)."""
+    if progress is not False:
         print(text, file=sys.stderr, flush=True)
