@@ -342,3 +342,45 @@ def test_bfloat16_unet_runs_in_bfloat16_and_scores_stay_float32(unet, scheduler,
     # layers a few percent of the score's scale, far below the difference between prompts
     error = (score - full).abs().max() / full.abs().max()
     assert 0 < error < 0.1
+
+
+# -- a noise-aware classifier guiding a pretrained model on a respaced schedule ---------------
+class LevelRecordingClassifier(torch.nn.Module):
+    """Logits of 3 classes from x and the level; records the levels it is called with."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(8)
+        self.linear = torch.nn.Linear(64 + 1, 3)
+        self.seen = []
+
+    def forward(self, x, t):
+        self.seen.extend(t.tolist())
+        return self.linear(torch.cat([x.flatten(1), t[:, None].float() / T], 1))
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "class-conditional"])
+def test_classifier_guides_a_pretrained_model_on_a_respaced_schedule(conditional):
+    unet = tiny_class_unet(num_class_embeds=4 if conditional else None)
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=T)
+    model = from_diffusers(unet, scheduler, name="u")
+    net = LevelRecordingClassifier()
+    classifier = compose.Classifier(net, model.schedule, name="clf")
+    text = "u(class=2) | class=1 @ 2.5" if conditional else "u | class=1 @ 2.5"
+    target = compose.compile(text, {"u": model, "class": classifier}, levels=[10, 40, 100])
+    x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(9))
+    for i, tau in ((1, 10), (2, 40), (3, 100)):
+        net.seen.clear()
+        score = target.score(x, i)
+        assert net.seen == [tau, tau]                       # the training level, not i
+        xg = x.clone().requires_grad_(True)
+        log_p = torch.log_softmax(net(xg, torch.full((2,), tau)), 1)[:, 1]
+        (grad,) = torch.autograd.grad(log_p.sum(), xg)
+        expected = direct_score(unet, scheduler, x, tau, class_labels=2 if conditional else None) \
+            + 2.5 * grad.double()
+        assert_close_relative(score, expected)
+    result = compose.sample(target, compose.MALA(compose.PowerLaw(0.1, 1.0)), 2, steps_per_level=1,
+                            reverse_step=True, generator=torch.Generator().manual_seed(10),
+                            progress=False)
+    assert torch.isfinite(result.samples).all()
+    assert set(net.seen) <= {10, 40, 100}

@@ -94,7 +94,7 @@ def from_pipeline(pipeline, name: Optional[str] = None, *,
                           **options)
 
 
-def load(path, name: Optional[str] = None, *, torch_dtype: Optional[torch.dtype] = None,
+def load(path, name: Optional[str] = None, *, dtype: Optional[torch.dtype] = None,
          device=None, **options) -> DiffusersScoreModel:
     """A component from a folder written by ``save_pretrained``, read from local files only.
 
@@ -102,7 +102,8 @@ def load(path, name: Optional[str] = None, *, torch_dtype: Optional[torch.dtype]
         path: a pipeline folder (``model_index.json``, loaded with
             ``DiffusionPipeline.from_pretrained``), or a folder with ``unet/`` and
             ``scheduler/`` subfolders (then give ``encode_prompt=`` for a text UNet).
-        torch_dtype: load the networks in this dtype (e.g. torch.float16).
+        dtype: load the networks in this dtype (e.g. torch.float16 or torch.bfloat16); the
+            chains stay in their own dtype (float32 by default).
         device: move the networks there.
         options: further `from_pipeline` / `from_diffusers` arguments.
     """
@@ -111,7 +112,7 @@ def load(path, name: Optional[str] = None, *, torch_dtype: Optional[torch.dtype]
         raise ValueError(f"path: {path!r} is not a folder written by save_pretrained")
     if os.path.isfile(os.path.join(path, "model_index.json")):
         pipeline = diffusers.DiffusionPipeline.from_pretrained(path, local_files_only=True,
-                                                               torch_dtype=torch_dtype)
+                                                               **_dtype_argument(dtype))
         if device is not None:
             pipeline = pipeline.to(device)
         return from_pipeline(pipeline, name, **options)
@@ -123,12 +124,23 @@ def load(path, name: Optional[str] = None, *, torch_dtype: Optional[torch.dtype]
                          f"unet/ and scheduler/ subfolders (missing {', '.join(missing)})")
     unet_class = _diffusers_class(unet_config, ("UNet2DModel", "UNet2DConditionModel"))
     scheduler_class = _diffusers_class(scheduler_config, None)
-    kwargs = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-    unet = unet_class.from_pretrained(path, subfolder="unet", local_files_only=True, **kwargs).eval()
+    unet = unet_class.from_pretrained(path, subfolder="unet", local_files_only=True,
+                                      **_dtype_argument(dtype)).eval()
     if device is not None:
         unet = unet.to(device)
     scheduler = scheduler_class.from_pretrained(path, subfolder="scheduler", local_files_only=True)
     return from_diffusers(unet, scheduler, name=name, **options)
+
+
+def _dtype_argument(dtype) -> dict:
+    """from_pretrained's dtype keyword: `dtype` in recent diffusers, `torch_dtype` before."""
+    if dtype is None:
+        return {}
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype: expected a torch.dtype such as torch.float16, got {dtype!r}")
+    from diffusers.utils import deprecation_utils
+    renamed = hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
+    return {"dtype" if renamed else "torch_dtype": dtype}
 
 
 def _diffusers_class(config_path: str, allowed):
