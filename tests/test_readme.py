@@ -15,6 +15,10 @@ def test_readme_python_examples_run(capsys):
     assert "torch.Size([500, 2])" in out
     assert "line 1, column" in out and "^" in out          # the rendered syntax error
     assert "(20, 256, 2)" in out or "torch.Size([20, 256, 2])" in out
+    # the pretrained-models section: respaced levels and both prompts in one call
+    assert "training levels 50, 100, 150, …, 1000 of 1000" in out
+    assert "2 conditions stacked" in out
+    assert namespace["images"].shape == (2, 4, 8, 8) and float(namespace["images"].min()) >= 0
     # the integrated Δ in the second block is close to the exact difference
     assert float(namespace["delta"].sub(namespace["exact"]).abs().max()) < 1e-2
 
