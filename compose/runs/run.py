@@ -120,6 +120,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
                 _prepare(out, settings, digest, resume, target, sampler_kernel, say)
             except RunError as error:
                 problem = str(error)
+            except OSError as error:         # a file in the way, no permission, no such disk
+                problem = f"out: cannot use {out} as the run directory: {error.strerror or error}"
         problem = group.broadcast(problem)
         if problem is not None:
             raise RunError(problem)
