@@ -257,3 +257,23 @@ def test_bad_point_counts_are_refused_for_lobatto(schedule, points):
         compose.compile(scored, points=points, rule="lobatto")
     with pytest.raises(ValueError, match="points: "):
         quadrature.lobatto(points)
+
+
+def test_a_huge_lobatto_rule_is_refused_at_compile_time(schedule):
+    """points=10**6 with the Lobatto rule once reached the first Δ and died in the allocator
+    (a dense 10⁶ × 10⁶ Jacobi matrix); it is a ValueError from compile naming the limit."""
+    scored = compose.ScoreModel.from_analytic(ring(schedule))
+    limit = quadrature.MAX_LOBATTO_POINTS
+    with pytest.raises(ValueError, match=f"points: .*at most {limit} interior nodes.*got {10 ** 6}"):
+        compose.compile(scored, points=10 ** 6, rule="lobatto")
+    with pytest.raises(ValueError, match=f"at most {limit}"):
+        quadrature.lobatto(limit + 1)
+    compose.compile(scored, points=10 ** 6)            # the trapezoid needs no rule to be built
+
+
+def test_the_lobatto_rule_is_built_when_compiling(schedule, monkeypatch):
+    """Errors in building a rule show at compile time, and Δ reuses the rule built there."""
+    scored = compose.ScoreModel.from_analytic(ring(schedule))
+    quadrature.lobatto.cache_clear()
+    compose.compile(scored, points=7, rule="lobatto")
+    assert quadrature.lobatto.cache_info().currsize == 1

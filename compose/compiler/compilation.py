@@ -18,7 +18,7 @@ from .. import windows
 from ..errors import CompositionError, UnknownKeywordError
 from ..expr import Expr, Guidance, Leaf, Window, as_expr, short
 from ..language import parse
-from .quadrature import check_rule
+from .quadrature import check_rule, lobatto
 from .target import PATHS, Target
 from .terms import Term, covered, flatten, leaf_components, merge
 
@@ -73,7 +73,8 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
     if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral)
                                    or chunk_rows < 1):
         raise ValueError(f"chunk_rows: must be None or an integer ≥ 1, got {chunk_rows!r}")
-    check_rule(rule)
+    if check_rule(rule) == "lobatto":
+        lobatto(int(points))               # build (and cache) the rule now: its errors show here
 
     canvas = _canvas(expr, event_shape)
     try:

@@ -29,6 +29,10 @@ import torch
 
 RULES = ("trapezoid", "lobatto")
 
+# The largest Gauss–Lobatto rule built (its Jacobi matrix is dense: n² floats, about 3 s at
+# n = 1000). Float64 accuracy is reached with a few dozen nodes on any smooth path.
+MAX_LOBATTO_POINTS = 1000
+
 
 def check_rule(rule) -> str:
     """The rule's name, or a ValueError naming the valid ones."""
@@ -58,6 +62,9 @@ def lobatto(n: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ValueError(f"points: number of interior nodes must be an integer ≥ 0, got {n!r}")
+    if n > MAX_LOBATTO_POINTS:
+        raise ValueError(f"points: Gauss–Lobatto rules are built with at most {MAX_LOBATTO_POINTS} "
+                         f"interior nodes (float64 accuracy is reached with far fewer), got {n}")
     n, N = int(n), int(n) + 1
     if n == 0:
         return (0.0, 1.0), (0.5, 0.5)
