@@ -115,10 +115,11 @@ def _canvas(expr: Expr, event_shape: Optional[Sequence[int]]) -> Optional[Tuple[
     nothing declares one. Windows need a canvas."""
     canvas = None
     if event_shape is not None:
-        try:
-            canvas = tuple(int(d) for d in event_shape)
-        except (TypeError, ValueError):
-            raise ValueError(f"event_shape: expected a tuple of sizes, got {event_shape!r}") from None
+        sizes = None if isinstance(event_shape, (str, bytes)) else _sizes(event_shape)
+        if sizes is None:
+            raise ValueError(f"event_shape: expected a tuple of integer sizes, e.g. (1, 8, 24), "
+                             f"got {event_shape!r}")
+        canvas = sizes
         if not canvas or any(d < 1 for d in canvas):
             raise ValueError(f"event_shape: sizes must be ≥ 1, got {canvas}")
     first, has_windows = None, False
@@ -148,6 +149,17 @@ def _canvas(expr: Expr, event_shape: Optional[Sequence[int]]) -> Optional[Tuple[
         raise CompositionError(f"'{expr}' has windows, so it needs the shape of the canvas: "
                                "pass event_shape=(...) to compose.compile")
     return canvas
+
+
+def _sizes(shape) -> Optional[Tuple[int, ...]]:
+    """`shape` as a tuple of ints if every entry is an integer (not a bool), else None."""
+    try:
+        items = tuple(shape)
+    except TypeError:
+        return None
+    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in items):
+        return None
+    return tuple(int(d) for d in items)
 
 
 def _check_coverage(terms: List[Term], canvas: Tuple[int, ...]) -> None:

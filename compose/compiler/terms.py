@@ -125,7 +125,8 @@ def flatten(expr: Expr, weight: float = 1.0, view: Optional[windows.Box] = None,
                 stack.append(_classifier_term(condition, _weight(w, node.scale, node), box, canvas))
             stack.append((node.expr, w, box))
         elif isinstance(node, Mixture):
-            terms.append(Term(f"mixture({node})", w,
+            seen = "" if box is None or box == windows.full_box(canvas) else windows.label_box(box, canvas)
+            terms.append(Term(f"mixture({node}){seen}", w,
                               MixtureDensity(_branches(node, box, canvas), node, box), (), "mixture"))
         else:
             raise CompositionError(f"cannot compile a {type(node).__name__}")
