@@ -129,6 +129,9 @@ def _configure_plan(parser: argparse.ArgumentParser) -> None:
                              "docs/quadrature.md)")
     parser.add_argument("--chunk-rows", type=_count(1), default=None, metavar="R",
                         help="most rows per network call of a score-only term")
+    parser.add_argument("--levels", metavar="S|τ,τ,...",
+                        help="sample on a respaced schedule: S evenly spaced training levels, or "
+                             "the training levels themselves (docs/pretrained.md)")
     parser.add_argument("--reverse-step", action="store_true",
                         help="take the ancestral step after the MCMC steps at each level")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -138,8 +141,13 @@ def _run_plan(args: argparse.Namespace) -> int:
     from .compiler import compile
     bindings = load_components(args.components)
     try:
+        levels = None
+        if args.levels is not None:
+            levels = _numbers(args.levels, int, "--levels", "a number of levels or training "
+                              "levels, e.g. 50 or 1,10,100,1000")
+            levels = levels[0] if len(levels) == 1 and "," not in args.levels else levels
         target = compile(args.expression, bindings, path=args.path, points=args.points,
-                         rule=args.rule, chunk_rows=args.chunk_rows)
+                         rule=args.rule, chunk_rows=args.chunk_rows, levels=levels)
     except CompositionError:
         raise
     except ValueError as error:

@@ -45,6 +45,21 @@ def test_plan_with_a_kernel(capsys):
     assert "  │     call (2000, 2) at integration points: 3 per step, 30 per level" in lines
 
 
+def test_plan_on_a_respaced_schedule(capsys):
+    status, out, err = run(capsys, "plan", "ring_score * bar", "--components", EXAMPLE,
+                           "--kernel", "MALA", "--levels", "20", "--steps", "2")
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[1] == "  schedule cosine, T = 20 levels, event shape (2,)"
+    assert lines[2] == "  respaced: level i calls the networks at training levels 5, 10, 15, …, 100 of 100"
+    status, out, _ = run(capsys, "plan", "ring * bar", "--components", EXAMPLE, "--levels", "1,50,100")
+    assert "training levels 1, 50, 100 of 100" in out
+    status, out, err = run(capsys, "plan", "ring * bar", "--components", EXAMPLE, "--levels", "5,x")
+    assert status == 2 and "--levels: expected a number of levels" in err
+    status, out, err = run(capsys, "plan", "ring * bar", "--components", EXAMPLE, "--levels", "3,2")
+    assert status == 2 and "strictly increasing" in err
+
+
 @pytest.mark.parametrize("kernel, per_sample", [
     ("Reverse", 100), ("ULA", 1000), ("MALA", 100 * (1 + 10 * 4)), ("U-HMC", 100 * 31),
     ("HMC", 100 * (1 + 10 * 6)), ("RWMH", 100 * (1 + 10 * 4))])

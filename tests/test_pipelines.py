@@ -143,3 +143,45 @@ def test_example_samples_a_prompt_composition_and_writes_a_grid(saved, tmp_path,
     from PIL import Image
     with Image.open(out) as image:
         assert image.size == (2 * 16, 2 * 16)               # 3 images on a 2 × 2 grid
+
+
+class IFStylePipeline:
+    """DeepFloyd IF's shape of pipeline without its T5 encoder: encode_prompt with IF's
+    signature (prompt, do_classifier_free_guidance, num_images_per_prompt, device, ...), a
+    pixel UNet2DConditionModel with learned variance and a pooled text embedding."""
+
+    def __init__(self):
+        torch.manual_seed(4)
+        self.unet = diffusers.UNet2DConditionModel(
+            sample_size=8, in_channels=3, out_channels=6, block_out_channels=(8, 16),
+            layers_per_block=1, norm_num_groups=4, cross_attention_dim=16, attention_head_dim=4,
+            addition_embed_type="text", encoder_hid_dim=6, encoder_hid_dim_type="text_proj",
+            addition_embed_type_num_heads=2, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).eval()
+        self.scheduler = diffusers.DDPMScheduler(num_train_timesteps=T, variance_type="learned_range",
+                                                 beta_schedule="squaredcos_cap_v2")
+        self.calls = []
+
+    def encode_prompt(self, prompt, do_classifier_free_guidance=True, num_images_per_prompt=1,
+                      device=None, negative_prompt=None, prompt_embeds=None,
+                      negative_prompt_embeds=None, clean_caption=False):
+        self.calls.append((prompt, do_classifier_free_guidance, num_images_per_prompt))
+        g = torch.Generator().manual_seed(len(prompt))
+        return torch.randn((1, 5, 6), generator=g), None
+
+
+def test_if_style_pipeline_uses_its_own_encode_prompt_without_guidance():
+    pipeline = IFStylePipeline()
+    model = from_pipeline(pipeline, name="p")
+    assert model.learned_variance and model.decoder is None and model.event_shape == (3, 8, 8)
+    x = torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(5))
+    score = compose.compile('p(prompt="a castle") ** 20 / p ** 19', p=model, levels=10).score(x, 5)
+    assert sorted(pipeline.calls) == [("", False, 1), ("a castle", False, 1)]
+    embeddings = {prompt: pipeline.encode_prompt(prompt)[0] for prompt in ("a castle", "")}
+    abar = torch.cumprod(1 - pipeline.scheduler.betas.double(), 0)[49]
+    with torch.no_grad():
+        eps = {prompt: pipeline.unet(x, torch.full((2,), 49), encoder_hidden_states=e.expand(2, -1, -1)
+                                     ).sample[:, :3].double() for prompt, e in embeddings.items()}
+    expected = -(20 * eps["a castle"] - 19 * eps[""]) / (1 - abar).sqrt()
+    torch.testing.assert_close(score.double(), expected, rtol=0, atol=1e-4 * expected.abs().max().item())
+    assert model.decode(x).min() >= 0 and model.decode(x).max() <= 1
