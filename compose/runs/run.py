@@ -117,7 +117,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         problem = None
         if group.rank == 0:
             try:
-                _prepare(out, settings, digest, resume, target, sampler_kernel, say)
+                _prepare(out, settings, digest, resume, target, sampler_kernel, torch_device, say)
             except RunError as error:
                 problem = str(error)
             except OSError as error:         # a file in the way, no permission, no such disk
@@ -165,7 +165,7 @@ def _event_shape(target, event_shape) -> tuple:
 
 
 def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, target, kernel,
-             say) -> None:
+             device, say) -> None:
     """Check or create the run directory; write run.json and the plan (rank 0)."""
     record = out / "run.json"
     if record.exists():
@@ -196,9 +196,15 @@ def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, tar
     files.directory.mkdir(exist_ok=True)
     for stale in files.directory.glob(".*.tmp-*"):      # writes cut short by a kill
         stale.unlink(missing_ok=True)
-    plan = target.plan_for(kernel, settings.steps, settings.samples, settings.reverse_step)
-    checkpoint.write_atomic(out / "plan.txt", (str(plan) + "\n").encode())
-    outputs.write_json(out / "plan.json", plan.to_dict())
+    # the plan of one block: its calls are what a process evaluates at a time
+    plan = target.plan_for(kernel, settings.steps, settings.block_size, settings.reverse_step,
+                           device=device)
+    run = {"samples": settings.samples, "block_size": settings.block_size,
+           "blocks": settings.num_blocks}
+    header = (f"run of {settings.samples} chains in {settings.num_blocks} block(s) of "
+              f"{settings.block_size}; the plan of one block:\n")
+    checkpoint.write_atomic(out / "plan.txt", (header + str(plan) + "\n").encode())
+    outputs.write_json(out / "plan.json", {"run": run, **plan.to_dict()})
 
 
 def _merge(out, settings, digest, files, target, kernel, picture, timing) -> RunResult:
