@@ -1,6 +1,6 @@
 """What a finished run leaves in its directory, merged from its blocks in block order.
 
-    samples.pt         the samples, one tensor (N, *event_shape) (`torch.load` it)
+    samples.pt         the samples, one tensor (N, *event_shape) in block order (`torch.load` it)
     diagnostics.json   per level, over all chains: acceptance, mean |Δ|, divergences,
                        evaluations per sample, step size; and the same for every block
     plan.txt / .json   the sampler plan: network evaluations per step, level and sample
@@ -21,17 +21,9 @@ import torch
 from . import checkpoint
 
 
-def merge_samples(blocks: Sequence[dict], samples: int, event_shape, dtype) -> torch.Tensor:
-    """The blocks' samples stacked in block order into one (N, *event) tensor."""
-    out = torch.empty((samples,) + tuple(event_shape), dtype=dtype)
-    for block in blocks:
-        start, stop = block["rows"]
-        out[start:stop] = block["samples"]
-    return out
-
-
 def merge_diagnostics(blocks: Sequence[dict], sampler: str, samples: int) -> dict:
-    """Per-level diagnostics over all chains, and every block's own.
+    """Per-level diagnostics over all chains, and every block's own (`blocks`: the block
+    payloads in block order, their samples not needed).
 
     Each block's figures are per chain of the block, so the run's are their averages weighted
     by the blocks' numbers of chains (divergences and seconds add up). The run's mean |Δ| is

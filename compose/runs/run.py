@@ -73,8 +73,9 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         resume: continue the run in `out` (an error if its settings differ).
         progress: a bar over levels on rank 0 (default: when stderr is a terminal).
         picture: write samples.png.
-        components_label, components_source: how the components are named in the settings
-            and the bytes of their file (the command line passes its FILE|MODULE and file).
+        components_label, components_source: where the components came from (recorded in
+            run.json) and the bytes of their file (hashed into the settings); the command line
+            passes its FILE|MODULE and that file's bytes.
         log: where messages go (default: stderr, prefixed with the rank under torchrun).
     Returns:
         RunResult on rank 0 (None on the other ranks).
@@ -94,7 +95,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         shape = _event_shape(target, event_shape)
         block = block_size if block_size is not None else default_block_size(shape, torch_device.type, samples)
         settings = SampleSettings(
-            expression=expression, components=components_label or "<dict>",
+            expression=expression,
             components_sha256=components_digest(dict(components), components_source),
             kernel=kernel, step_size=step_size_setting(step_size),
             steps=0 if kernel == "Reverse" else steps, samples=samples, seed=seed,
@@ -117,7 +118,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         problem = None
         if group.rank == 0:
             try:
-                _prepare(out, settings, digest, resume, target, sampler_kernel, torch_device, say)
+                _prepare(out, settings, digest, resume, target, sampler_kernel, torch_device, say,
+                         components_label or "<dict>")
             except RunError as error:
                 problem = str(error)
             except OSError as error:         # a file in the way, no permission, no such disk
@@ -165,7 +167,7 @@ def _event_shape(target, event_shape) -> tuple:
 
 
 def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, target, kernel,
-             device, say) -> None:
+             device, say, components_label: str) -> None:
     """Check or create the run directory; write run.json and the plan (rank 0)."""
     record = out / "run.json"
     if record.exists():
@@ -190,6 +192,7 @@ def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, tar
                            "with --resume)")
         out.mkdir(parents=True, exist_ok=True)
         outputs.write_json(record, {"settings": settings.to_dict(), "settings_sha256": digest,
+                                    "components": components_label,
                                     "torch": torch.__version__, "compose": __version__,
                                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     files = _blocks.BlockFiles(out)
@@ -209,6 +212,8 @@ def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, tar
 
 def _merge(out, settings, digest, files, target, kernel, picture, timing) -> RunResult:
     rows = _blocks.block_rows(settings.samples, settings.block_size)
+    # one block in memory at a time beside the merged samples
+    samples = torch.empty((settings.samples,) + tuple(settings.event_shape), dtype=settings.torch_dtype)
     finished = []
     for b, span in enumerate(rows):
         if not files.block(b).exists():
@@ -216,11 +221,11 @@ def _merge(out, settings, digest, files, target, kernel, picture, timing) -> Run
                            "on several machines the output directory must be on a filesystem "
                            "they all share")
         try:
-            finished.append(_blocks.load_block(files, b, digest, span))
+            block = _blocks.load_block(files, b, digest, span)
         except checkpoint.DamagedFile as error:
             raise RunError(f"block {b}: {error}; run again with --resume to resample it") from None
-    samples = outputs.merge_samples(finished, settings.samples, settings.event_shape,
-                                    settings.torch_dtype)
+        samples[span[0]:span[1]] = block.pop("samples")
+        finished.append(block)
     name = ("Reverse" if kernel is None or settings.steps == 0
             else kernel.name + (" + reverse" if settings.reverse_step else ""))
     diagnostics = outputs.merge_diagnostics(finished, name, settings.samples)
@@ -229,7 +234,8 @@ def _merge(out, settings, digest, files, target, kernel, picture, timing) -> Run
     outputs.write_tensor(out / "samples.pt", samples)
     outputs.write_json(out / "diagnostics.json", diagnostics)
     if picture:
-        outputs.picture(samples, out / "samples.png", f"{settings.expression}  ({name}, N = {settings.samples})")
+        outputs.picture(samples, out / "samples.png",
+                        f"{settings.expression}  ({name}, N = {settings.samples})")
     return RunResult(samples, diagnostics, out)
 
 

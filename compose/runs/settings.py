@@ -40,7 +40,6 @@ class SampleSettings:
     """What decides the samples of a run (see the module docstring); checked on creation."""
 
     expression: str
-    components: str
     components_sha256: str
     kernel: str
     step_size: Union[None, float, Tuple[float, float]]
@@ -190,14 +189,18 @@ def default_block_size(event_shape: Sequence[int], device: str, samples: int) ->
 
 
 def components_digest(components: Dict[str, object], source: Optional[bytes] = None) -> str:
-    """SHA-256 over the components' names, kinds, descriptions and weights (and the bytes of
-    the file they came from): a changed model makes a resumed run refuse to continue."""
+    """SHA-256 over the components' names, kinds, descriptions, schedules and weights (and the
+    bytes of the file they came from): a changed model makes a resumed run refuse to continue.
+    Where the components were loaded from is not part of it (a path may be written two ways)."""
     h = hashlib.sha256()
     if source is not None:
         h.update(source)
     for name in sorted(components):
         value = components[name]
         h.update(f"{name}={type(value).__module__}.{type(value).__qualname__}\n".encode())
+        schedule = getattr(value, "schedule", None)
+        if isinstance(getattr(schedule, "betas", None), torch.Tensor):
+            h.update(schedule.betas.detach().cpu().double().numpy().tobytes())
         if isinstance(value, torch.nn.Module):
             h.update(repr(value).encode())
             for key, tensor in value.state_dict().items():
