@@ -278,6 +278,9 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
                         help="interior integration points per straight piece (default 0)")
     parser.add_argument("--rule", choices=RULES, default="trapezoid",
                         help="quadrature rule for score-only terms (default trapezoid)")
+    parser.add_argument("--levels", metavar="S|L1,L2,...",
+                        help="sample on S evenly spaced training levels, or on these increasing "
+                             "training levels (respacing; default: all)")
     parser.add_argument("--chunk-rows", type=_count(1), default=None, metavar="R",
                         help="most rows per network call of a score-only term")
     parser.add_argument("--reverse-step", action="store_true",
@@ -331,7 +334,7 @@ def _run_sample(args: argparse.Namespace) -> int:
             args.expression, bindings, args.out, kernel=args.kernel, step_size=args.step_size,
             steps=args.steps, samples=args.samples, seed=args.seed, block_size=args.block_size,
             leapfrog=args.leapfrog, damping=args.damping, path=args.path, points=args.points,
-            rule=args.rule, chunk_rows=args.chunk_rows, reverse_step=args.reverse_step,
+            rule=args.rule, levels=args.levels, chunk_rows=args.chunk_rows, reverse_step=args.reverse_step,
             variance=args.variance,
             adaptation=adaptation, event_shape=shape, dtype=args.dtype, device=args.device,
             threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,

@@ -333,3 +333,22 @@ def test_checkpoint_files_detect_damage(tmp_path):
     path.write_bytes(b"junk" + good)
     with pytest.raises(DamagedFile, match="bad header"):
         checkpoint.load(path)
+
+
+def test_respaced_levels_are_a_setting(components, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["sample", "ring * bar", "--components", components, "--kernel", "MALA",
+                     "--step-size", "0.01", "--steps", "2", "--samples", "16", "--seed", "3",
+                     "--levels", "4", "--no-picture", "--out", str(out)]) == 0
+    samples = torch.load(out / "samples.pt", weights_only=True)
+    target = compose.compile("ring * bar", cli.load_components(components), levels=4)
+    expected = compose.sample(target, compose.MALA(0.01), 16, steps_per_level=2, progress=False,
+                              generator=torch.Generator().manual_seed(block_seed(3, 0))).samples
+    assert torch.equal(samples.view(torch.int32), expected.view(torch.int32))
+    import json
+    assert len(json.loads((out / "diagnostics.json").read_text())["levels"]) == 4
+    capsys.readouterr()
+    assert cli.main(["sample", "ring * bar", "--components", components, "--kernel", "MALA",
+                     "--step-size", "0.01", "--steps", "2", "--samples", "16", "--seed", "3",
+                     "--levels", "1,6,12", "--no-picture", "--out", str(out), "--resume"]) == 2
+    assert "levels (was 4, now [1, 6, 12])" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from . import blocks as _blocks
 from . import checkpoint, outputs
 from .group import Group, pick_device
 from .settings import (RunError, SampleSettings, adaptation_setting, components_digest,
-                       default_block_size, differences, step_size_setting)
+                       default_block_size, differences, levels_setting, step_size_setting)
 
 
 @dataclass
@@ -47,7 +47,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
                steps: int = 10, samples: int = 2000, seed: int = 0,
                block_size: Optional[int] = None, leapfrog: int = 3, damping: float = 0.5,
                path: str = "line", points: int = 0, rule: str = "trapezoid",
-               chunk_rows: Optional[int] = None,
+               levels: Union[None, int, Sequence[int]] = None, chunk_rows: Optional[int] = None,
                reverse_step: bool = False, variance: str = "small",
                adaptation: Union[None, bool, Adaptation] = None,
                event_shape: Optional[Sequence[int]] = None, dtype: str = "float32",
@@ -63,7 +63,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         step_size: a number, or (a, b) / `PowerLaw` for η_t = a·β_tᵇ.
         steps, samples, seed: K per level, N chains, the run's seed.
         block_size: chains per block (default: sized for the device). Changes the samples.
-        leapfrog, damping: HMC's L and γ. path, points, rule, chunk_rows: as in `compose.compile`.
+        leapfrog, damping: HMC's L and γ. path, points, rule, levels, chunk_rows: as in `compose.compile` (levels:
+            sample on S evenly spaced or on the given training levels).
         reverse_step, variance, adaptation: as in `compose.sample`.
         event_shape: shape of one sample, when no component declares it.
         dtype: "float32" or "float64". device: "auto", "cpu" or "cuda" (cuda:LOCAL_RANK).
@@ -90,8 +91,10 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         out = Path(out)
         if not isinstance(components, Mapping):
             raise RunError(f"components: expected a dict of name -> component, got {type(components).__name__}")
+        levels = levels_setting(levels)
         target = compile(expression, dict(components), path=path, points=points, rule=rule,
-                         chunk_rows=chunk_rows, event_shape=event_shape)
+                         chunk_rows=chunk_rows, event_shape=event_shape,
+                         levels=list(levels) if isinstance(levels, tuple) else levels)
         shape = _event_shape(target, event_shape)
         block = block_size if block_size is not None else default_block_size(shape, torch_device.type, samples)
         settings = SampleSettings(
@@ -100,7 +103,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
             kernel=kernel, step_size=step_size_setting(step_size),
             steps=0 if kernel == "Reverse" else steps, samples=samples, seed=seed,
             block_size=block, event_shape=shape, leapfrog=leapfrog, damping=damping, path=path,
-            points=points, rule=rule, chunk_rows=chunk_rows,
+            points=points, rule=rule, levels=levels, chunk_rows=chunk_rows,
             reverse_step=reverse_step or kernel == "Reverse",
             variance=variance, adaptation=adaptation_setting(adaptation), dtype=dtype,
             device=torch_device.type, threads=threads)

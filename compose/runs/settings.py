@@ -53,6 +53,7 @@ class SampleSettings:
     path: str = "line"
     points: int = 0
     rule: str = "trapezoid"
+    levels: Union[None, int, Tuple[int, ...]] = None
     chunk_rows: Optional[int] = None
     reverse_step: bool = False
     variance: str = "small"
@@ -180,6 +181,23 @@ def adaptation_setting(value) -> Optional[Dict[str, Any]]:
     if not isinstance(value, Adaptation):
         raise RunError(f"adaptation: expected a compose.Adaptation, True or None, got {type(value).__name__}")
     return {"band": list(value.band), "warmup_steps": value.warmup_steps, "factor": value.factor}
+
+
+def levels_setting(value) -> Union[None, int, Tuple[int, ...]]:
+    """Respacing as a setting: None, S (S evenly spaced training levels) or increasing levels.
+    Text form (the command line): "50" or "1,250,500,750,1000"."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parts = [int(p) for p in value.split(",")]
+        except ValueError:
+            raise RunError(f"levels: expected S or increasing levels L1,L2,..., got {value!r}") from None
+        value = parts[0] if len(parts) == 1 else parts
+    if isinstance(value, (list, tuple, torch.Tensor)):
+        return tuple(int(v) for v in value)
+    _integer("levels", value, 1)
+    return int(value)
 
 
 def default_block_size(event_shape: Sequence[int], device: str, samples: int) -> int:
