@@ -54,7 +54,7 @@ def commands() -> Dict[str, Command]:
         "demo": Command("run the demonstration (the 2D product with exact components); "
                         "arguments are passed through",
                         lambda parser: None, _run_demo, passthrough=True),
-        "experiment": Command("run one of the paper's experiments (product2d, digits)",
+        "experiment": Command("run one of the paper's experiments (product2d, digits, tapestry)",
                               _configure_experiment, lambda args: args.func(args)),
     }
 
@@ -62,9 +62,10 @@ def commands() -> Dict[str, Command]:
 def _configure_experiment(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="experiment", metavar="experiment")
     sub.required = True
-    from .experiments import digits, product2d          # imported only when asked for
+    from .experiments import digits, product2d, tapestry          # imported only when asked for
     product2d.register(sub)
     digits.register(sub)
+    tapestry.register(sub)
 
 
 def build_parser(registry: Optional[Mapping[str, Command]] = None) -> argparse.ArgumentParser:

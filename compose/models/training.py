@@ -9,6 +9,10 @@ g = ‖f(x_t, t) − x_t‖² (f = net) in the energy parameterisation (docs/alg
 double backpropagation). The weights are optimised with Adam and tracked by an exponential
 moving average, θ_ema ← d θ_ema + (1 − d) θ after every step; the EMA copy is the one to sample
 with. All randomness comes from an explicit `torch.Generator`.
+
+Class-conditional models for classifier-free guidance (Ho & Salimans 2022) are trained on
+labelled data with ε̂ = net(x_t, t, **{condition: y}), the label y replaced by a null label with
+probability p, so one network learns both p_t(x | y) and p_t(x) = p_t(x | ∅).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import copy
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Union
 
 import torch
 from torch import nn
@@ -37,11 +41,12 @@ def _check_parameterisation(parameterisation: str) -> str:
 
 
 def predict_noise(net: nn.Module, x: torch.Tensor, t: torch.Tensor,
-                  parameterisation: str = "score", create_graph: bool = False) -> torch.Tensor:
+                  parameterisation: str = "score", create_graph: bool = False,
+                  conditions: Optional[dict] = None) -> torch.Tensor:
     """The noise prediction ε̂(x, t) of `net` in either parameterisation.
 
     Args:
-        net: called as net(x, t).
+        net: called as net(x, t), or net(x, t, **conditions) when `conditions` are given.
         x: (N, *event_shape); t: int64 levels of shape (N,).
         parameterisation: "score": ε̂ = net(x, t); "energy": ε̂ = ∇_x ‖net(x, t) − x‖²
             (the squared norm summed over all non-batch dimensions).
@@ -50,11 +55,12 @@ def predict_noise(net: nn.Module, x: torch.Tensor, t: torch.Tensor,
     Returns:
         ε̂ with the shape of x.
     """
+    conditions = conditions or {}
     if _check_parameterisation(parameterisation) == "score":
-        return net(x, t)
+        return net(x, t, **conditions)
     with torch.enable_grad():
         x_in = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
-        g = (net(x_in, t) - x_in).pow(2).flatten(1).sum(1)
+        g = (net(x_in, t, **conditions) - x_in).pow(2).flatten(1).sum(1)
         (eps,) = torch.autograd.grad(g.sum(), x_in, create_graph=create_graph)
     return eps
 
@@ -81,7 +87,9 @@ def train_diffusion(net: nn.Module, schedule: Schedule, data: DataFn, *,
                     parameterisation: str = "score", steps: int, batch_size: int = 2000,
                     lr: float = 1e-3, ema_decay: float = 0.999,
                     generator: Optional[torch.Generator] = None, progress: Optional[bool] = None,
-                    callback: Optional[Callable[[dict], None]] = None) -> TrainResult:
+                    callback: Optional[Callable[[dict], None]] = None,
+                    condition: Optional[str] = None, null_value: Union[int, None] = None,
+                    null_probability: float = 0.0) -> TrainResult:
     """Train `net` (in place) to predict the noise added by `schedule`'s forward process.
 
     Each step draws `batch_size` fresh samples x_0 = data(batch_size, generator), levels
@@ -100,6 +108,10 @@ def train_diffusion(net: nn.Module, schedule: Schedule, data: DataFn, *,
         progress: a tqdm bar: True shows it, False hides it, None (default) shows it only
             when stderr is a terminal.
         callback: called after every step with a dict {"step", "loss", "net", "ema_net"}.
+        condition: for a conditional model, the keyword the net takes its label by; then
+            `data` returns (x_0, labels) and the net is called as net(x_t, t, **{condition: y}).
+        null_value, null_probability: each label is replaced by `null_value` with probability
+            `null_probability` (classifier-free guidance's unconditional model).
     Returns:
         TrainResult with the EMA net, the trained net, the loss history and the wall time.
     """
@@ -112,6 +124,12 @@ def train_diffusion(net: nn.Module, schedule: Schedule, data: DataFn, *,
         raise ValueError(f"lr: must be > 0, got {lr!r}")
     if not 0 <= ema_decay < 1:
         raise ValueError(f"ema_decay: must lie in [0, 1), got {ema_decay!r}")
+    if condition is None and (null_value is not None or null_probability):
+        raise ValueError("null_value, null_probability: only for a conditional model (condition=...)")
+    if not 0.0 <= null_probability < 1.0:
+        raise ValueError(f"null_probability: must lie in [0, 1), got {null_probability!r}")
+    if null_probability and null_value is None:
+        raise ValueError("null_value: needed when null_probability > 0")
     net_T = getattr(net, "T", None)
     if net_T is not None and net_T != schedule.T:
         raise ValueError(f"schedule: the net has T={net_T} levels but the schedule "
@@ -131,7 +149,15 @@ def train_diffusion(net: nn.Module, schedule: Schedule, data: DataFn, *,
     try:
         for step in range(steps):
             # 1. A fresh batch, levels t ~ U{1..T} and noise ε ~ N(0, I).
-            x0 = data(batch_size, generator)
+            x0, conditions = data(batch_size, generator), None
+            if condition is not None:
+                x0, labels = x0
+                if null_probability:
+                    drop = torch.rand(labels.shape, generator=generator,
+                                      device=noise_device) < null_probability
+                    labels = torch.where(drop.to(labels.device),
+                                         torch.full_like(labels, null_value), labels)
+                conditions = {condition: labels.to(device)}
             if x0.shape[0] != batch_size:
                 raise ValueError(f"data: asked for {batch_size} samples, got shape "
                                  f"{tuple(x0.shape)}")
@@ -143,7 +169,8 @@ def train_diffusion(net: nn.Module, schedule: Schedule, data: DataFn, *,
             # 2. The forward process x_t = √ᾱ_t x_0 + σ_t ε.
             xt = schedule.add_noise(x0, t, eps)
             # 3. The noise-prediction loss and one Adam step.
-            eps_hat = predict_noise(net, xt, t, parameterisation, create_graph=True)
+            eps_hat = predict_noise(net, xt, t, parameterisation, create_graph=True,
+                                    conditions=conditions)
             loss = (eps_hat - eps).pow(2).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -46,9 +46,10 @@ def load_model(path, schedule: Optional[Schedule], architecture: type,
 
 
 def train_models(out_dir, settings: Settings, split: DigitsSplit, seed: int = 0, device=None,
-                 progress: Optional[bool] = None, say: Callable[[str], None] = lambda s: None
-                 ) -> Tuple[Dict[str, nn.Module], List[dict]]:
-    """Train (or reuse from OUT/checkpoints) the four networks.
+                 progress: Optional[bool] = None, say: Callable[[str], None] = lambda s: None,
+                 roles: Sequence[str] = ROLES) -> Tuple[Dict[str, nn.Module], List[dict]]:
+    """Train (or reuse from OUT/checkpoints) the four networks, or those in `roles` (another
+    experiment may need only the evaluation classifier; each role keeps its seed).
 
     score / energy: `SmallUNet`s trained with `train_diffusion` (EMA weights kept); guide: the
     noise-aware `NoisyClassifier` trained on x_t, t ~ U{1..T}; eval: the `DigitClassifier` on
@@ -65,7 +66,12 @@ def train_models(out_dir, settings: Settings, split: DigitsSplit, seed: int = 0,
     os.makedirs(folder, exist_ok=True)
     train = split.to(device)
     nets, info = {}, []
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValueError(f"roles: unknown {', '.join(unknown)}; the roles are {', '.join(ROLES)}")
     for index, role in enumerate(ROLES):
+        if role not in roles:
+            continue
         path = os.path.join(folder, f"{role}.pt")
         if role in PARAMETERISATIONS:
             architecture, config = SmallUNet, settings.unet_config()
