@@ -265,3 +265,24 @@ def test_mcmc_then_reverse_step_reaches_the_clean_product(schedule, factors):
     samples = _run(target, compose.HMC(0.15), seed=4, reverse=True)
     mean, var = closed_form(schedule, 0)
     assert within_mc_error(samples, mean, var).max() < 4.5
+
+
+def test_long_flat_products_of_windows_do_not_recurse(schedule):
+    E = gaussian(schedule, [0.0, 0.0], 1.0, "E")
+    n = 3000                                             # far deeper than the recursion limit
+    expr = E[0:2]
+    for i in range(1, n):
+        expr = expr * E[i:i + 2]
+    target = compose.compile(expr, event_shape=(n + 1,))
+    assert len(target.terms) == n and len(target.exact_calls) == 1
+    text = str(expr)
+    assert text.startswith("E[0:2] * E[1:3] * ") and compose.parse(text, {"E": E}) == expr
+    x = torch.randn(2, n + 1, dtype=torch.float64)
+    target.counter.reset()
+    score = target.score(x, 5)
+    assert target.counter.calls == {"E": 1} and target.counter.rows == {"E": 2 * n}
+    # interior coordinates are seen by two windows, the ends by one: score = −c · x · coverage
+    v = schedule.alpha_bar(5) + schedule.sigma(5) ** 2
+    coverage = torch.full((n + 1,), 2.0, dtype=torch.float64)
+    coverage[0] = coverage[-1] = 1.0
+    assert torch.allclose(score, -x * coverage / v, rtol=1e-12, atol=1e-12)
