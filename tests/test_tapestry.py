@@ -44,8 +44,8 @@ def test_tapestry_text_and_one_call_per_condition(model):
     x = torch.randn(5, 1, 8, 14, generator=torch.Generator().manual_seed(0))
     target.counter.reset()
     score = target.score(x, 2)
-    # the null class's two windows share one call of 2 · 5 rows
-    assert target.counter.calls == {"u(class=3)": 1, "u(class=10)": 1, "u(class=7)": 1}
+    # every window and condition of the one UNet goes through one call of 4 · 5 rows
+    assert sum(target.counter.calls.values()) == 1
     assert target.counter.rows == {"u(class=3)": 5, "u(class=10)": 10, "u(class=7)": 5}
     # the score is the sum of the windows' guided scores, each put back at its place
     expected = torch.zeros_like(x)
@@ -55,7 +55,7 @@ def test_tapestry_text_and_one_call_per_condition(model):
         expected[..., start:start + 8] += s
     assert torch.allclose(score, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
     plan = str(target.plan_for(compose.MALA(0.1), 2, 5))
-    assert "call (10, 1, 8, 8) at chain points, 2 windows stacked" in plan
+    assert "call (20, 1, 8, 8) at chain points, 4 (window, condition) crops stacked" in plan
 
 
 def test_conditional_training_drops_labels_to_the_null_class():

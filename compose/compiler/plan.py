@@ -153,8 +153,10 @@ class Plan:
             k = len(call.terms) if call is not None else 1
             shape = canvas if source_term.window is None else \
                 tuple(b - a for a, b in source_term.window)
-            what = "" if k == 1 else (f", {k} conditions stacked" if call.stacked_conditions
-                                      and not call.windowed else f", {k} windows stacked")
+            what = "" if k == 1 else (
+                f", {k} conditions stacked" if call.stacked_conditions and not call.windowed
+                else f", {k} windows stacked" if not call.stacked_conditions
+                else f", {k} (window, condition) crops stacked")
             term.per_step = points_per_step
             term.per_level = points_per_level
             if position == 0:
