@@ -114,7 +114,7 @@ class Schedule:
                 raise ValueError(f"levels: number of levels must be in 1..{T}, got {levels}")
             k = torch.arange(1, int(levels) + 1, dtype=torch.int64)
             return (2 * k * T + levels) // (2 * levels)                    # round(k T / S), half up
-        if isinstance(levels, (str, bytes)) or not isinstance(levels, (Sequence, torch.Tensor)):
+        if isinstance(levels, (str, bytes, bool)) or not hasattr(levels, "__iter__"):
             raise ValueError(f"levels: expected an int or an increasing sequence of levels in "
                              f"1..{T}, got {levels!r:.60}")
         values = list(levels.flatten().tolist() if isinstance(levels, torch.Tensor) else levels)

@@ -115,6 +115,18 @@ def test_compiled_target_runs_on_the_respaced_schedule_and_networks_see_training
     assert sorted(set(p_net.net.seen)) == list(range(20, 1001, 20))       # only training levels
 
 
+def test_levels_as_tensor_array_or_respaced_schedule(linear):
+    numpy = pytest.importorskip("numpy")
+    expected = linear.respaced([10, 500, 1000])
+    assert linear.respaced(torch.tensor([10, 500, 1000])) == expected
+    assert linear.respaced(numpy.array([10, 500, 1000])) == expected
+    assert linear.respaced(numpy.int64(50)) == linear.respaced(50)
+    p, q = gaussians(linear)
+    assert compose.compile(p * q, levels=expected).schedule == expected
+    with pytest.raises(ValueError, match="not a respacing"):
+        compose.compile(p * q, levels=compose.Schedule.cosine(1000).respaced(5))
+
+
 def test_levels_sequence_and_plan_shows_both_level_numbers(linear):
     p, q = gaussians(linear)
     target = compose.compile(recorded(p, "p_net") * q, levels=[1, 10, 100, 1000])

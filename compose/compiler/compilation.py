@@ -18,6 +18,7 @@ from .. import windows
 from ..errors import CompositionError, UnknownKeywordError
 from ..expr import Expr, Guidance, Leaf, Window, as_expr, short
 from ..language import parse
+from ..schedule import Schedule
 from .quadrature import check_rule, lobatto
 from .target import PATHS, Target
 from .terms import Term, covered, flatten, leaf_components, merge
@@ -43,7 +44,8 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
             (docs/windows.md); by default the shape the unwindowed components declare.
         levels: sample on fewer levels than the components' common training schedule: an
             int S (S evenly spaced training levels ending at T) or an increasing sequence of
-            training levels (`Schedule.respaced`). The target's schedule is then the respaced
+            training levels (`Schedule.respaced`), or such a respaced schedule itself. The
+            target's schedule is then the respaced
             one (its β's drive the reverse step and the step sizes), and at its level i every
             component is evaluated at its training level τ_i: networks are called with τ_i,
             analytic components use ᾱ_{τ_i}, the respaced ᾱ_i (docs/pretrained.md).
@@ -103,6 +105,11 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
             raise ValueError(f"levels: the components are on a respaced schedule ({schedule!r}); "
                              f"build them on the training schedule ({schedule.training!r}) and give "
                              "levels= here")
+        if isinstance(levels, Schedule):                 # a respacing of the training schedule
+            if not levels.training.same_as(schedule):
+                raise ValueError(f"levels: {levels!r} is not a respacing of the components' "
+                                 f"schedule {schedule!r}")
+            levels = levels.network_levels
         schedule = schedule.respaced(levels)
         component_levels = schedule.network_levels.tolist()
     return Target(expr, terms, schedule, canvas, path, int(points), chunk_rows, rule,
