@@ -208,26 +208,45 @@ def load_components(spec: str) -> Dict[str, object]:
 
 
 def _load_module(spec: str):
-    """The module of a Python file (a path, or a name ending in .py) or an importable module."""
+    """The module of a Python file (a path, or a name ending in .py) or an importable module.
+
+    A relative file path is taken from the working directory, and the file's own folder is
+    importable while it runs (so it may import its neighbours); a module name is looked up
+    with the working directory on the import path, as ``python -m`` does. ``sys.path`` is left
+    as it was. A file that calls ``sys.exit`` while loading is an error, not an exit.
+    """
     path = Path(spec)
     is_file = spec.endswith(".py") or path.is_file()
     if is_file and not path.is_file():
-        raise CommandError(f"components file not found: {spec}")
+        where = "" if path.is_absolute() else f" (looked in {Path.cwd()})"
+        raise CommandError(f"components file not found: {spec}{where}")
+    folder = str(path.resolve().parent) if is_file else os.getcwd()
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
     try:
         if not is_file:
             return importlib.import_module(spec)
-        module_spec = importlib.util.spec_from_file_location(f"_compose_components_{path.stem}", path)
+        module_spec = importlib.util.spec_from_file_location(f"_compose_components_{path.stem}",
+                                                             path.resolve())
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         return module
     except CompositionError:
         raise
+    except SystemExit as exit:
+        code = "" if exit.code is None else repr(exit.code)
+        raise CommandError(f"{spec}: called sys.exit({code}) while loading, so it defines no "
+                           "components") from None
     except ModuleNotFoundError as error:
         if not is_file and error.name is not None and spec.startswith(error.name):
             raise CommandError(f"no components file or module named {spec!r}") from None
         raise CommandError(f"{spec}: {type(error).__name__}: {error}") from None
     except Exception as error:          # any failure of the user's file, in one line
         raise CommandError(f"{spec}: {type(error).__name__}: {error}") from None
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
 
 
 def _count(low: int) -> Callable[[str], int]:

@@ -57,7 +57,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
                       "pip install 'score-compose[diffusers]'") from error
 
 from ..components import Conditions, ScoreModel
-from ..components.network import check_condition_tensors
+from ..components.network import check_condition_tensors, checked_output
 from ..schedule import Schedule
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -292,12 +292,13 @@ class DiffusersScoreModel(ScoreModel):
         dtype = getattr(self.net, "dtype", x.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
             out = self.net(x.to(dtype), timesteps, return_dict=False, **kwargs)[0]
+        out = checked_output(self.name, out, x, "the UNet")
         if self.learned_variance:
             out = out[:, :self.channels]
         if out.shape != x.shape:
             raise ValueError(f"{self.name}: the UNet returned shape {tuple(out.shape)} for input "
                              f"{tuple(x.shape)}")
-        return out.to(x.dtype)
+        return out
 
     def unet_output(self, x: torch.Tensor, t: Union[int, torch.Tensor],
                     conditions: Conditions = ()) -> torch.Tensor:

@@ -76,6 +76,45 @@ def network_dtype(net) -> Optional[torch.dtype]:
                 return tensor.dtype
     return None
 
+
+def checked_output(name: str, out, x: torch.Tensor, what: str = "the network") -> torch.Tensor:
+    """What a network returned for input x, as a real floating-point tensor in x's dtype.
+
+    Any floating dtype is cast to the chains' dtype (a float16 or bfloat16 network under
+    float32 chains, a float64 one under float32 chains), so samples keep the dtype they
+    started in. Anything else is a ValueError naming the component (`name`) and what came
+    back: not a tensor (a tuple, list, NumPy array, ...), a complex, integer or boolean
+    tensor, or a tensor on another device. Reads only metadata: no host synchronisation.
+    """
+    if not isinstance(out, torch.Tensor):
+        hint = ""
+        if isinstance(out, (tuple, list)):
+            hint = "; return the prediction alone (e.g. wrap it: lambda x, t: net(x, t)[0])"
+        elif type(out).__module__.split(".")[0] == "numpy":
+            hint = "; return a torch tensor on the device of its input"
+        raise ValueError(f"{name}: {what} returned {_describe(out)}, expected a torch.Tensor{hint}")
+    if not out.is_floating_point():
+        raise ValueError(f"{name}: {what} returned a {out.dtype} tensor of shape {tuple(out.shape)}, "
+                         "expected a real floating-point tensor")
+    if out.device != x.device:
+        raise ValueError(f"{name}: {what} returned a tensor on {out.device}, but its inputs are on "
+                         f"{x.device}; it must answer on the device of its input")
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def _describe(value) -> str:
+    """'None', 'a tuple of 2 (Tensor, Tensor)', 'a numpy.ndarray of shape (8, 2)', 'a float'."""
+    if value is None:
+        return "None"
+    kind = type(value)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    if isinstance(value, (tuple, list)):
+        items = ", ".join(type(item).__name__ for item in value[:3]) + (", ..." if len(value) > 3 else "")
+        return f"a {name} of {len(value)} ({items})"
+    shape = getattr(value, "shape", None)
+    return f"a {name}" + (f" of shape {tuple(shape)}" if isinstance(shape, tuple) else "")
+
+
 class NetworkComponent(Component):
     """A component defined by a network ``net(x, t)`` trained with `schedule`.
 
@@ -121,12 +160,12 @@ class ScoreModel(NetworkComponent):
 
     def noise_prediction(self, x: torch.Tensor, t: int, conditions: Conditions = ()) -> torch.Tensor:
         """ε_θ(x, t), shape of x."""
-        eps = self.net(self.network_input(x), self.network_levels(x, t),
-                       **_condition_tensors(conditions, x.shape[0], x.device))
+        eps = checked_output(self.name, self.net(self.network_input(x), self.network_levels(x, t),
+                                                 **_condition_tensors(conditions, x.shape[0], x.device)), x)
         if eps.shape != x.shape:
             raise ValueError(f"{self.name}: network returned shape {tuple(eps.shape)} for input "
                              f"{tuple(x.shape)}; an ε-prediction must match the input")
-        return eps.to(x.dtype)
+        return eps
 
     def score(self, x, t, conditions=()):
         t = self._level(t)
@@ -162,12 +201,11 @@ class EnergyModel(NetworkComponent):
         """(g(x, t) of shape (N,), ε = ∇_x g of the shape of x)."""
         with torch.enable_grad():
             xg = x if create_graph else x.detach().requires_grad_(True)
-            f = self.net(self.network_input(xg), self.network_levels(x, t),
-                         **_condition_tensors(conditions, x.shape[0], x.device))
+            f = checked_output(self.name, self.net(self.network_input(xg), self.network_levels(x, t),
+                                                   **_condition_tensors(conditions, x.shape[0], x.device)), x)
             if f.shape != x.shape:
                 raise ValueError(f"{self.name}: network returned shape {tuple(f.shape)} for input "
                                  f"{tuple(x.shape)}; an energy network f must match the input")
-            f = f.to(x.dtype)
             g = (f - xg).pow(2).flatten(1).sum(1)
             (eps,) = torch.autograd.grad(g.sum(), xg, create_graph=create_graph)
         return (g, eps) if create_graph else (g.detach(), eps.detach())
@@ -222,15 +260,20 @@ class Classifier(NetworkComponent):
             raise ValueError(f"{self.variable}: a classifier condition takes an integer class, got {value!r}")
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            logits = self.net(self.network_input(xg), self.network_levels(x, t))
+            logits = checked_output(self.name, self.net(self.network_input(xg), self.network_levels(x, t)), x)
             if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
                 raise ValueError(f"{self.name}: network must return logits of shape (N, classes), "
                                  f"got {tuple(logits.shape)}")
-            logits = logits.to(x.dtype)
             if not 0 <= value < logits.shape[1]:
                 raise ValueError(f"{self.variable}: class must be in 0..{logits.shape[1] - 1}, got {value}")
             log_prob = torch.log_softmax(logits, dim=1)[:, value]
-            (grad,) = torch.autograd.grad(log_prob.sum(), xg)
+            grad = None
+            if log_prob.requires_grad:
+                (grad,) = torch.autograd.grad(log_prob.sum(), xg, allow_unused=True)
+            if grad is None:
+                raise ValueError(f"{self.name}: the logits do not depend on x (no gradient reaches "
+                                 "x), so guidance has no direction; a guidance classifier must be "
+                                 "differentiable in x (not detached, not under torch.no_grad)")
         return log_prob.detach(), grad
 
     def log_density_and_score(self, x, t, conditions=()):
