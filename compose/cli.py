@@ -298,9 +298,9 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
                         help="interior integration points per straight piece (default 0)")
     parser.add_argument("--rule", choices=RULES, default="trapezoid",
                         help="quadrature rule for score-only terms (default trapezoid)")
-    parser.add_argument("--levels", metavar="S|L1,L2,...",
-                        help="sample on S evenly spaced training levels, or on these increasing "
-                             "training levels (respacing; default: all)")
+    parser.add_argument("--levels", metavar="S|τ,τ,...",
+                        help="sample on a respaced schedule: S evenly spaced training levels, or "
+                             "the training levels themselves (docs/pretrained.md)")
     parser.add_argument("--chunk-rows", type=_count(1), default=None, metavar="R",
                         help="most rows per network call of a score-only term")
     parser.add_argument("--reverse-step", action="store_true",

@@ -352,3 +352,10 @@ def test_respaced_levels_are_a_setting(components, tmp_path, capsys):
                      "--step-size", "0.01", "--steps", "2", "--samples", "16", "--seed", "3",
                      "--levels", "1,6,12", "--no-picture", "--out", str(out), "--resume"]) == 2
     assert "levels (was 4, now [1, 6, 12])" in capsys.readouterr().err
+
+
+def test_python_dash_m_compose_is_the_command():
+    # torchrun -m compose sample ... relies on it
+    done = subprocess.run([sys.executable, "-m", "compose", "sample", "--help"], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--resume" in done.stdout and "--block-size" in done.stdout
