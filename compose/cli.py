@@ -2,7 +2,7 @@
 
     compose plan "<expr>" --components <file.py or module> [--kernel MALA] [--steps K]
                  [--samples N] [--path line|curve] [--points n] [--rule trapezoid|lobatto]
-                 [--reverse-step] [--json]
+                 [--reverse-step] [--event-shape D,D,...] [--json]
     compose sample "<expr>" --components ... --kernel KERNEL --step-size X --out DIR [...]
                  (blocks, checkpoints, --resume; under torchrun, sharded over processes)
     compose demo [...]            (compose.experiments.product2d.demo; arguments passed through)
@@ -135,12 +135,18 @@ def _configure_plan(parser: argparse.ArgumentParser) -> None:
                              "the training levels themselves (docs/pretrained.md)")
     parser.add_argument("--reverse-step", action="store_true",
                         help="take the ancestral step after the MCMC steps at each level")
+    parser.add_argument("--event-shape", metavar="D,D,...",
+                        help="shape of one sample: the canvas of windowed compositions "
+                             "(e.g. 3 or 1,8,14; docs/windows.md)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
 def _run_plan(args: argparse.Namespace) -> int:
     from .compiler import compile
     bindings = load_components(args.components)
+    shape = None
+    if args.event_shape is not None:
+        shape = tuple(_numbers(args.event_shape, int, "--event-shape", "sizes, e.g. 2 or 1,8,8"))
     try:
         levels = None
         if args.levels is not None:
@@ -148,7 +154,8 @@ def _run_plan(args: argparse.Namespace) -> int:
                               "levels, e.g. 50 or 1,10,100,1000")
             levels = levels[0] if len(levels) == 1 and "," not in args.levels else levels
         target = compile(args.expression, bindings, path=args.path, points=args.points,
-                         rule=args.rule, chunk_rows=args.chunk_rows, levels=levels)
+                         rule=args.rule, chunk_rows=args.chunk_rows, levels=levels,
+                         event_shape=shape)
     except CompositionError:
         raise
     except ValueError as error:

@@ -68,3 +68,21 @@ def test_one_mixture_through_two_windows(schedule):
     # the same mixture through the same window twice merges into one factor of weight 2
     twice = compose.compile((a + b)[0:3] * (a + b)[0:3] * (a + b)[1:4], event_shape=(4,))
     assert sorted(term.weight for term in twice.terms) == [1.0, 2.0]
+
+
+def test_compose_plan_takes_the_canvas(tmp_path, capsys):
+    """`compose plan` of a windowed composition needs the canvas, like `compose sample`."""
+    from compose import cli
+    source = tmp_path / "components.py"
+    source.write_text("import compose\nschedule = compose.Schedule.cosine(10)\n"
+                      "a = compose.GaussianMixture([[1.0, -1.0]], 0.5, schedule=schedule, name='a')\n"
+                      "b = compose.GaussianMixture([[1.5, 0.5]], 0.8, schedule=schedule, name='b')\n")
+    argv = ["plan", "a[0:2] * b[1:3]", "--components", str(source), "--kernel", "MALA"]
+    capsys.readouterr()
+    assert cli.main(argv + ["--event-shape", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "event shape (3,)" in out and "a[0:2]" in out and "b[1:3]" in out
+    assert cli.main(argv) == 2
+    assert "--event-shape" in capsys.readouterr().err
+    assert cli.main(argv + ["--event-shape", "3.5"]) == 2
+    assert "--event-shape: expected sizes" in capsys.readouterr().err

@@ -154,7 +154,8 @@ def _canvas(expr: Expr, event_shape: Optional[Sequence[int]]) -> Optional[Tuple[
         stack.extend(reversed(node.children()))
     if has_windows and canvas is None:
         raise CompositionError(f"'{expr}' has windows, so it needs the shape of the canvas: "
-                               "pass event_shape=(...) to compose.compile")
+                               "pass event_shape=(...) to compose.compile (--event-shape "
+                               "on the command line)")
     return canvas
 
 
