@@ -24,6 +24,7 @@ import torch
 from .. import __version__
 from ..compiler import compile
 from ..kernels.stepsize import PowerLaw
+from ..progress import progress_bar
 from ..sampler import Adaptation
 from . import blocks as _blocks
 from . import checkpoint, outputs
@@ -137,7 +138,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         files = _blocks.BlockFiles(out)
         started = time.perf_counter()
         mine = _blocks.blocks_of_rank(settings.num_blocks, group.rank, group.world)
-        bar = _bar(len(mine) * target.T, progress if group.rank == 0 else False, settings.kernel)
+        bar = progress_bar(len(mine) * target.T, settings.kernel,
+                           progress if group.rank == 0 else False, unit="level")
         try:
             for b in mine:
                 _blocks.run_block(b, settings, digest, target, sampler_kernel, adapt, files,
@@ -250,17 +252,3 @@ def _integer_at_least(name, value, low):
 def _stderr(group: Group) -> Callable[[str], None]:
     prefix = f"[rank {group.rank}] " if group.world > 1 else ""
     return lambda message: print(f"{prefix}{message}", file=sys.stderr, flush=True)
-
-
-class _NoBar:
-    def update(self, n=1): pass
-    def close(self): pass
-
-
-def _bar(total: int, enabled: Optional[bool], name: str):
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=name, unit="level", file=sys.stderr)

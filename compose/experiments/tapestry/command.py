@@ -28,7 +28,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--train-steps", type=int, default=None,
                         help="training steps of the UNet (default 3000)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress output")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: only when stderr is a terminal); "
+                             "--no-progress also silences the status lines")
     return parser
 
 
@@ -38,7 +40,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
                  if v is not None}
     settings = dataclasses.replace(settings, **overrides)
     run_experiment(args.out, quick=args.quick, seeds=args.seeds, seed=args.seed,
-                   settings=settings, scale=args.scale, progress=not args.no_progress,
+                   settings=settings, scale=args.scale, progress=args.progress,
                    threads=args.threads, command=commandline.recorded_command(args))
     print(os.path.join(args.out, "results.md"))
     return 0

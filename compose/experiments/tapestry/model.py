@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ def _scheduler(settings: Settings):
 
 
 def train_or_load_model(out_dir, settings: Settings, split: DigitsSplit, seed: int = 0,
-                        progress: bool = True, say: Callable[[str], None] = lambda s: None):
+                        progress: Optional[bool] = None, say: Callable[[str], None] = lambda s: None):
     """The UNet as a compose component named "u", with its training record.
 
     Trained unless OUT/checkpoints/unet (a ``save_pretrained`` folder holding the UNet, a

@@ -138,7 +138,7 @@ def tune(model, settings: Settings, scale: float, seed: int = 0) -> dict:
 
 def run_experiment(out_dir, quick: bool = False, seeds: int = 3, seed: int = 0,
                    settings: Optional[Settings] = None, scale: Optional[float] = None,
-                   progress: bool = True, threads: Optional[int] = 1,
+                   progress: Optional[bool] = None, threads: Optional[int] = 1,
                    command: Optional[str] = None) -> dict:
     """Train (or reuse) the UNet and the evaluation classifier, pick the guidance scale (unless
     `scale` is given), tune LA and HMC, then sample every canvas with every sampler for each of
@@ -151,7 +151,8 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 3, seed: int = 0,
         raise ValueError(f"scale: the guidance scale must be a finite number, got {scale!r}")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
+    # status lines unless progress output is off; bars only on a terminal unless forced
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress is not False else (lambda text: None)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
