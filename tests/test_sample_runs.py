@@ -359,3 +359,35 @@ def test_python_dash_m_compose_is_the_command():
     done = subprocess.run([sys.executable, "-m", "compose", "sample", "--help"], env=_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--resume" in done.stdout and "--block-size" in done.stdout
+
+
+# -- on a GPU (skipped without one; `pytest -m gpu`) -----------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_blocks_and_the_checkpointed_generator_state(components, tmp_path):
+    from compose.sampler import anneal
+    bindings = cli.load_components(components)
+    run = sample_run("ring * bar", bindings, tmp_path / "run", kernel="HMC", step_size=0.05,
+                     steps=2, samples=30, block_size=20, seed=5, device="cuda", picture=False)
+    target = compose.compile("ring * bar", bindings)
+    for b, (start, stop) in enumerate(block_rows(30, 20)):
+        g = torch.Generator(device="cuda").manual_seed(block_seed(5, b))
+        expected = compose.sample(target, compose.HMC(0.05), stop - start, steps_per_level=2,
+                                  generator=g, device="cuda", progress=False).samples.cpu()
+        assert torch.equal(run.samples[start:stop].view(torch.int32), expected.view(torch.int32))
+
+    # a CUDA generator's state as a checkpoint holds it (on the host) continues it exactly
+    def start():
+        g = torch.Generator(device="cuda").manual_seed(1)
+        return g, torch.randn(20, 2, generator=g, device="cuda")
+    g, x = start()
+    whole = list(anneal(target, compose.HMC(0.05), x, 2, generator=g))[-1].x
+    g, x = start()
+    for step in anneal(target, compose.HMC(0.05), x, 2, generator=g):
+        if step.level == 9:
+            break
+    restored = torch.Generator(device="cuda")
+    restored.set_state(g.get_state().cpu())
+    rest = list(anneal(target, compose.HMC(0.05), step.x.cpu().to("cuda"), 2, generator=restored,
+                       start=step.level - 1, multiplier=step.multiplier))
+    assert torch.equal(rest[-1].x.cpu().view(torch.int32), whole.cpu().view(torch.int32))
