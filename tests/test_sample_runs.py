@@ -312,11 +312,12 @@ def test_changed_components_are_a_different_setting(components, reference, tmp_p
     (dict(damping=1.0), r"damping: must be in \[0, 1\)"),
     (dict(kernel="ULA", adaptation=True), "adaptation: step-size adaptation needs an adjusted kernel"),
     (dict(checkpoint_every=0), "checkpoint_every: must be an integer ≥ 1"),
+    (dict(progress="yes"), "progress: must be True, False or None"),
 ])
 def test_bad_settings_are_named(components, tmp_path, options, message):
     kwargs = dict(kernel="MALA", step_size=0.01, steps=1, samples=4)
     kwargs.update(options)
-    with pytest.raises(RunError, match=message):
+    with pytest.raises(ValueError, match=message):
         sample_run("ring * bar", cli.load_components(components), tmp_path / "run", **kwargs)
     assert not (tmp_path / "run").exists()
 

@@ -24,7 +24,7 @@ import torch
 from .. import __version__
 from ..compiler import compile
 from ..kernels.stepsize import PowerLaw
-from ..progress import progress_bar
+from ..progress import progress_bar, wants_progress
 from ..sampler import Adaptation
 from . import blocks as _blocks
 from . import checkpoint, outputs
@@ -109,6 +109,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
             variance=variance, adaptation=adaptation_setting(adaptation), dtype=dtype,
             device=torch_device.type, threads=threads)
         _integer_at_least("checkpoint_every", checkpoint_every, 1)
+        wants_progress(progress)                        # a bad value fails before any file
         sampler_kernel, adapt = settings.make_kernel(), settings.make_adaptation()
         digest = settings.digest()
 
@@ -131,7 +132,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         problem = group.broadcast(problem)
         if problem is not None:
             raise RunError(problem)
-        if settings.num_blocks < group.world:
+        if settings.num_blocks < group.world and group.rank == 0:
             say(f"{settings.num_blocks} block(s) for {group.world} processes: some processes "
                 "have nothing to do (a smaller block_size shares the work)")
         # 3. blocks in turn
