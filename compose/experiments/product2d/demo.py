@@ -1,7 +1,7 @@
 """The demo: the paper's 2D product composition with exact (analytic) components.
 
 A ring of 8 Gaussians times a uniform bar (docs/experiments.md, section 1), sampled with
-Reverse, ULA, MALA-3-line, U-HMC and HMC-curve at the paper's settings (cosine T = 100, K = 10
+Reverse, U-LA, LA-3-line, U-HMC and HMC-curve (the paper's names) at its settings (cosine T = 100, K = 10
 steps per level, η = 0.001, ε = 0.03, L = 3, damping 0.5). The MCMC samplers see the components
 through score-only wrappers, so their Δ really is a line or curve integral of scores; no
 training or download is needed. Prints LL and W2 against exact target samples and writes a
@@ -29,8 +29,8 @@ from .likelihood import log_likelihood
 SAMPLERS = [
     # name, kernel, compile options, reverse step
     ("Reverse", None, {}, True),
-    ("ULA", lambda: kernels.ULA(0.001), {}, False),
-    ("MALA-3-line", lambda: kernels.MALA(0.001), {"path": "line", "points": 3}, False),
+    ("U-LA", lambda: kernels.ULA(0.001), {}, False),
+    ("LA-3-line", lambda: kernels.MALA(0.001), {"path": "line", "points": 3}, False),
     ("U-HMC", lambda: kernels.HMC(0.03, num_leapfrog=3, damping=0.5, adjusted=False), {}, False),
     ("HMC-curve", lambda: kernels.HMC(0.03, num_leapfrog=3, damping=0.5), {"path": "curve"}, False),
 ]
