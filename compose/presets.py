@@ -50,19 +50,28 @@ def end_loaded_steps(schedule: Schedule, total_steps: int, power: float = 2.0) -
     return counts
 
 
-def evaluations_per_sample(target: Target, kernel: Kernel, counts: List[int]) -> int:
+def evaluations_per_sample(target: Target, kernel: Kernel, counts: List[int],
+                           reverse_step: bool = False) -> int:
     """Evaluations of each score-only term per sample for these per-level step counts
-    (the most of any term for exact-only targets), as the plan counts them."""
+    (the most of any term for exact-only targets), as the plan counts them: per visited level
+    one at its start (kernels that evaluate there) and the steps' own; with `reverse_step` one
+    more at each level whose reverse step has no score at hand (no steps, or ULA)."""
     per_step, extra = kernel.evaluations_per_step(target)
-    if not kernel.adjusted:
+    if not kernel.adjusted or not target.implicit_terms:
         extra = 0
     init = int(kernel.evaluates_at_init)
-    return sum(init + k * (per_step + extra) for k in counts if k > 0)
+    total = 0
+    for k in counts:
+        total += (init + k * (per_step + extra)) if k > 0 else 0
+        total += int(bool(reverse_step) and not (k > 0 and init))
+    return total
 
 
-def steps_for_budget(target: Target, kernel: Kernel, evaluations: int, power: float = 2.0) -> List[int]:
+def steps_for_budget(target: Target, kernel: Kernel, evaluations: int, power: float = 2.0,
+                     reverse_step: bool = False) -> List[int]:
     """End-loaded step counts (`end_loaded_steps`) with the most steps whose run costs at most
-    `evaluations` network evaluations per sample of each term, for this kernel and target."""
+    `evaluations` network evaluations per sample of each term, for this kernel and target
+    (and reverse steps after each level, if `reverse_step`)."""
     if not isinstance(target, Target):
         raise ValueError(f"target: expected a compiled Target (compose.compile), got {type(target).__name__}")
     if not isinstance(kernel, Kernel):
@@ -70,10 +79,10 @@ def steps_for_budget(target: Target, kernel: Kernel, evaluations: int, power: fl
     if isinstance(evaluations, bool) or not isinstance(evaluations, numbers.Integral) or evaluations < 1:
         raise ValueError(f"evaluations: must be an integer ≥ 1, got {evaluations!r}")
     per_step, extra = kernel.evaluations_per_step(target)
-    cost = per_step + (extra if kernel.adjusted else 0)
+    cost = per_step + (extra if kernel.adjusted and target.implicit_terms else 0)
     steps = max(0, int(evaluations) // cost)
     counts = end_loaded_steps(target.schedule, steps, power)
-    while steps > 0 and evaluations_per_sample(target, kernel, counts) > evaluations:
+    while steps > 0 and evaluations_per_sample(target, kernel, counts, reverse_step) > evaluations:
         steps -= 1
         counts = end_loaded_steps(target.schedule, steps, power)
     if steps == 0:

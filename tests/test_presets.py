@@ -79,3 +79,29 @@ def test_end_loaded_steps_find_the_bar_where_uniform_steps_do_not(schedule):
         assert result.diagnostics.evaluations_per_sample()["ring"] <= 1000
         inside[name] = in_bar(result.samples).float().mean().item()
     assert inside["end"] >= 0.97 and inside["uniform"] <= 0.95, inside
+
+
+@pytest.mark.parametrize("kernel", [compose.MALA(0.01), compose.ULA(0.01)])
+def test_reverse_steps_at_levels_without_steps_are_counted(schedule, kernel):
+    target = compose.compile(compose.ScoreModel.from_analytic(ring(schedule), name="s"), points=1)
+    counts = compose.presets.end_loaded_steps(schedule, 20)
+    assert 0 in counts
+    result = compose.sample(target, kernel, 10, steps_per_level=counts, reverse_step=True,
+                            progress=False, generator=torch.Generator().manual_seed(1))
+    expected = compose.presets.evaluations_per_sample(target, kernel, counts, reverse_step=True)
+    assert result.diagnostics.evaluations_per_sample()["s"] == expected
+    assert target.plan_for(kernel, counts, 10, reverse_step=True).totals["per_sample"] == expected
+
+
+def test_the_experiments_extra_rows_cost_what_they_claim():
+    from compose.experiments import digits, product2d
+    needed = {name: product2d.needed_evaluations(product2d.SAMPLERS[name], product2d.PAPER)
+              for name in ("HMC-curve", "HMC-3-curve", "HMC-3-curve-lobatto", "HMC-curve-end",
+                           "HMC-curve-end-ref")}
+    assert needed["HMC-3-curve"] == needed["HMC-3-curve-lobatto"] == 6100
+    assert needed["HMC-curve-end"] <= needed["HMC-curve"] == 3100
+    assert 3900 < needed["HMC-curve-end-ref"] <= 3960                 # the published HMC-curve
+    with pytest.raises(ValueError, match="samplers: unknown LA-9-line"):
+        digits.sampler_specs(digits.DEFAULT, ["LA-9-line"])
+    names = [s.name for s in digits.sampler_specs(digits.DEFAULT, digits.EXTRA_SAMPLER_NAMES)]
+    assert names == list(digits.EXTRA_SAMPLER_NAMES)

@@ -51,13 +51,13 @@ from .figures import acceptance_plot, sample_grid
 from .models import ROLES, load_model, train_models
 from .report import results_markdown, summarise
 from .run import run_experiment, run_sampler, tune
-from .samplers import SamplerSpec, make_kernel, sampler_specs
+from .samplers import EXTRA_SAMPLER_NAMES, SamplerSpec, make_kernel, sampler_specs
 from .settings import DEFAULT, PARAMETERISATIONS, QUICK, SAMPLER_NAMES, Settings
 from .target import RequestedClass, class_labels, guided_target, wrap_model
 
 __all__ = [
     "main", "register", "acceptance_plot", "sample_grid", "ROLES", "load_model", "train_models",
     "results_markdown", "summarise", "run_experiment", "run_sampler", "tune", "SamplerSpec",
-    "make_kernel", "sampler_specs", "DEFAULT", "PARAMETERISATIONS", "QUICK", "SAMPLER_NAMES",
+    "make_kernel", "sampler_specs", "EXTRA_SAMPLER_NAMES", "DEFAULT", "PARAMETERISATIONS", "QUICK", "SAMPLER_NAMES",
     "Settings", "RequestedClass", "class_labels", "guided_target", "wrap_model",
 ]

@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 from compose.experiments import commandline
 
 from .run import run_experiment
-from .settings import DEFAULT, QUICK
+from .samplers import EXTRA_SAMPLER_NAMES
+from .settings import DEFAULT, PARAMETERISATIONS, QUICK
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -34,6 +35,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="samples per class and sampler (default 20)")
     parser.add_argument("--steps-per-level", type=int, default=None,
                         help="MCMC steps per level K (default 2)")
+    parser.add_argument("--samplers", nargs="+", default=None, metavar="NAME",
+                        help="rows to run (default the table's five); beyond the table: "
+                             + " ".join(EXTRA_SAMPLER_NAMES))
+    parser.add_argument("--parameterisations", nargs="+", choices=PARAMETERISATIONS,
+                        default=list(PARAMETERISATIONS),
+                        help="which diffusion models to train and sample (default both)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars (default: only when stderr is a terminal); "
@@ -50,7 +57,8 @@ def _run_from_args(args: argparse.Namespace) -> int:
     command = commandline.recorded_command(args)
     run_experiment(args.out, quick=args.quick, seeds=args.seeds, scale=args.scale,
                    seed=args.seed, device=args.device, settings=settings,
-                   progress=args.progress, threads=args.threads, command=command)
+                   progress=args.progress, threads=args.threads, command=command,
+                   samplers=args.samplers, parameterisations=args.parameterisations)
     print(os.path.join(args.out, "results.md"))
     return 0
 

@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,10 +24,10 @@ from compose.schedule import Schedule
 from compose.tuning import TuningResult, tune_step_size
 
 from .figures import acceptance_plot, sample_grid
-from .models import train_models
+from .models import ROLES, train_models
 from .report import results_markdown, summarise
 from .samplers import SamplerSpec, make_kernel, sampler_specs
-from .settings import DEFAULT, PARAMETERISATIONS, QUICK, SAMPLER_NAMES, Settings
+from .settings import DEFAULT, PARAMETERISATIONS, QUICK, Settings
 from .target import class_labels, guided_target, wrap_model
 
 
@@ -69,7 +69,7 @@ def run_sampler(spec: SamplerSpec, model, guide_net: nn.Module, eval_net: DigitC
     kernel = make_kernel(spec.family, step, settings) if step is not None else None
     start = time.perf_counter()
     result = compose.sample(target, kernel, labels.numel(),
-                            steps_per_level=settings.steps_per_level if kernel else 0,
+                            steps_per_level=spec.steps(settings, target, kernel),
                             reverse_step=True, generator=generator, device=generator.device,
                             progress=progress)
     seconds = time.perf_counter() - start
@@ -94,7 +94,8 @@ def run_sampler(spec: SamplerSpec, model, guide_net: nn.Module, eval_net: DigitC
 def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 1.0,
                    seed: int = 0, device=None, settings: Optional[Settings] = None,
                    progress: Optional[bool] = None, threads: Optional[int] = 1,
-                   command: Optional[str] = None) -> dict:
+                   command: Optional[str] = None, samplers: Optional[Sequence[str]] = None,
+                   parameterisations: Sequence[str] = PARAMETERISATIONS) -> dict:
     """Train (or reuse) the networks, tune step sizes, sample with every sampler and write the
     results.
 
@@ -109,7 +110,8 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
         seeds: number of sampling seeds. scale: the guidance scale λ, the same for all samplers.
         seed: base seed (training, split of streams). device: torch device (default CPU).
         settings: overrides. threads: torch threads during the run (None: leave as is).
-        command: recorded in results.md.
+        command: recorded in results.md. samplers: row names (default the table's five;
+            `sampler_specs`). parameterisations: which of "score", "energy" to train and run.
     Returns:
         the results dict written to results.json.
     """
@@ -118,6 +120,12 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
         raise ValueError(f"seeds: must be an integer ≥ 1, got {seeds!r}")
     if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
         raise ValueError(f"scale: the guidance scale must be a finite number, got {scale!r}")
+    if isinstance(parameterisations, str) or not parameterisations \
+            or set(parameterisations) - set(PARAMETERISATIONS):
+        raise ValueError(f"parameterisations: choose from {', '.join(PARAMETERISATIONS)}, "
+                         f"got {parameterisations!r}")
+    parameterisations = [p for p in PARAMETERISATIONS if p in set(parameterisations)]
+    specs = sampler_specs(settings, samplers)
     device = torch.device(device or "cpu")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -140,16 +148,16 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
                            "heldout": int(split.test_labels.numel()),
                            "split_seed": split.seed}
         say("training (or reusing) the networks")
+        roles = [r for r in ROLES if r not in PARAMETERISATIONS or r in parameterisations]
         nets, results["training"] = train_models(out_dir, settings, split, seed, device,
-                                                 progress, say)
+                                                 progress, say, roles)
         eval_net, guide_net = nets["eval"], nets["guide"]
         with torch.no_grad():
             heldout_features = eval_net.features(split.test_images)
         results["reference"] = _reference_rows(split, eval_net, heldout_features, settings, seed)
         say(f"  reference: {results['reference']}")
-        specs = sampler_specs(settings)
         samples_by_seed: List[Dict[str, dict]] = []
-        for param in PARAMETERISATIONS:
+        for param in parameterisations:
             model = wrap_model(nets[param], param, schedule)
             start = time.perf_counter()
             steps = tune(model, guide_net, settings, scale, schedule, seed, device)
@@ -178,8 +186,8 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
                                    for k, r in runs.items()},
                                 labels=class_labels(settings.samples_per_class).numpy())
         first = samples_by_seed[0]
-        for param in PARAMETERISATIONS:
-            sample_grid({name: first[f"{param}/{name}"]["samples"] for name in SAMPLER_NAMES},
+        for param in parameterisations:
+            sample_grid({spec.name: first[f"{param}/{spec.name}"]["samples"] for spec in specs},
                         settings.samples_per_class,
                         os.path.join(out_dir, f"samples_{param}.png"),
                         title=f"{param} model | class=k @ λ={scale:g}", real=split)

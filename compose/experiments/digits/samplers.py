@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import compose
 from compose.kernels import Kernel
@@ -15,12 +15,16 @@ from .settings import Settings
 @dataclass(frozen=True)
 class SamplerSpec:
     """One row of the table: its name, family ("reverse", "ula", "mala", "uhmc", "hmc"), the
-    Δ path and interior points of the score model."""
+    Δ path, interior points and quadrature rule of the score model (docs/quadrature.md), and
+    whether its steps are end-loaded within the evaluations of K steps at every level
+    (docs/presets.md)."""
 
     name: str
     family: str
     path: str = "line"
     points: int = 0
+    rule: str = "trapezoid"
+    end_loaded: bool = False
 
     @property
     def adjusted(self) -> bool:
@@ -31,13 +35,42 @@ class SamplerSpec:
         """The adjusted family whose step size this sampler uses (None for Reverse)."""
         return {"ula": "mala", "mala": "mala", "uhmc": "hmc", "hmc": "hmc"}.get(self.family)
 
+    def steps(self, settings: Settings, target, kernel):
+        """K, or for an end-loaded row the per-level counts with at most the evaluations of
+        K steps at every level (reverse steps included)."""
+        if kernel is None:
+            return 0
+        if not self.end_loaded:
+            return settings.steps_per_level
+        budget = compose.presets.evaluations_per_sample(
+            target, kernel, [settings.steps_per_level] * settings.T, reverse_step=True)
+        return compose.presets.steps_for_budget(target, kernel, budget, reverse_step=True)
 
-def sampler_specs(settings: Settings) -> List[SamplerSpec]:
-    """Reverse, U-LA, LA-8-line, U-HMC, HMC-3-curve (point counts from `settings`)."""
-    return [SamplerSpec("Reverse", "reverse"), SamplerSpec("U-LA", "ula"),
-            SamplerSpec("LA-8-line", "mala", "line", settings.la_points),
-            SamplerSpec("U-HMC", "uhmc"),
-            SamplerSpec("HMC-3-curve", "hmc", "curve", settings.curve_points)]
+
+#: Rows beyond the table: Gauss–Lobatto Δ at fewer (LA) or the same (HMC) evaluations, and
+#: HMC-3-curve with its steps end-loaded.
+EXTRA_SAMPLER_NAMES = ("LA-1-line-lobatto", "LA-2-line-lobatto", "HMC-3-curve-lobatto",
+                       "HMC-3-curve-end")
+
+
+def sampler_specs(settings: Settings, names: Optional[Sequence[str]] = None) -> List[SamplerSpec]:
+    """The rows named (default the table's: Reverse, U-LA, LA-8-line, U-HMC, HMC-3-curve;
+    point counts from `settings`), in the order table rows, then `EXTRA_SAMPLER_NAMES`."""
+    specs = [SamplerSpec("Reverse", "reverse"), SamplerSpec("U-LA", "ula"),
+             SamplerSpec("LA-8-line", "mala", "line", settings.la_points),
+             SamplerSpec("U-HMC", "uhmc"),
+             SamplerSpec("HMC-3-curve", "hmc", "curve", settings.curve_points),
+             SamplerSpec("LA-1-line-lobatto", "mala", "line", 1, rule="lobatto"),
+             SamplerSpec("LA-2-line-lobatto", "mala", "line", 2, rule="lobatto"),
+             SamplerSpec("HMC-3-curve-lobatto", "hmc", "curve", settings.curve_points, rule="lobatto"),
+             SamplerSpec("HMC-3-curve-end", "hmc", "curve", settings.curve_points, end_loaded=True)]
+    if names is None:
+        return specs[:5]
+    known = [s.name for s in specs]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"samplers: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    return [s for s in specs if s.name in set(names)]
 
 
 def make_kernel(family: str, step: PowerLaw, settings: Settings) -> Optional[Kernel]:

@@ -47,7 +47,7 @@ def guided_target(model, guide_net: nn.Module, labels: torch.Tensor, scale: floa
     clf = Classifier(RequestedClass(guide_net, labels), schedule, variable="class",
                      name="classifier", event_shape=IMAGE_SHAPE)
     return compose.compile(model.guide(clf.condition(0), scale=scale), path=spec.path,
-                           points=spec.points)
+                           points=spec.points, rule=spec.rule)
 
 
 def class_labels(samples_per_class: int, device=None) -> torch.Tensor:

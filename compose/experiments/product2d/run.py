@@ -46,9 +46,9 @@ def run_sampler(spec: SamplerSpec, components: Tuple[Component, Component],
         sampling run, metrics excluded).
     """
     ring, bar = components
-    target = compose.compile(ring * bar, path=spec.path, points=spec.points)
+    target = compose.compile(ring * bar, path=spec.path, points=spec.points, rule=spec.rule)
     kernel = spec.make_kernel(settings)
-    steps = settings.steps_per_level if kernel is not None else 0
+    steps = spec.steps(settings, target, kernel)
     start = time.perf_counter()
     result = compose.sample(target, kernel, num_samples, steps_per_level=steps,
                             reverse_step=spec.reverse_step, generator=generator,

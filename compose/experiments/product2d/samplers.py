@@ -8,6 +8,7 @@ import compose
 from compose.kernels import Kernel
 
 from .settings import Settings
+from .target import analytic_components
 
 
 # -- samplers -------------------------------------------------------------------------------
@@ -19,8 +20,11 @@ class SamplerSpec:
         name: the row's name, e.g. "HMC-3-line".
         family: "reverse", "ula", "mala", "uhmc" or "hmc".
         make_kernel: settings ↦ a compose kernel (None for the reverse process).
-        path, points: compile options for Δ of score-only terms (`compose.compile`).
+        path, points, rule: compile options for Δ of score-only terms (`compose.compile`).
         reverse_step: take an ancestral step after each level (only the reverse process here).
+        budget_per_level: None for K steps at every level; otherwise the steps are spread
+            over the levels by `compose.presets.steps_for_budget` within budget_per_level · T
+            evaluations per sample (docs/presets.md).
     """
 
     name: str
@@ -29,6 +33,8 @@ class SamplerSpec:
     path: str = "line"
     points: int = 0
     reverse_step: bool = False
+    rule: str = "trapezoid"
+    budget_per_level: Optional[float] = None
 
     @property
     def adjusted(self) -> bool:
@@ -36,7 +42,18 @@ class SamplerSpec:
 
     def energy_name(self) -> str:
         """The row name in the energy block, where Δ is exact and line/curve variants coincide."""
+        if self.budget_per_level is not None:
+            return self.name.replace("-curve", "").replace("-line", "")
         return {"mala": "LA", "hmc": "HMC"}.get(self.family, self.name)
+
+    def steps(self, settings: Settings, target, kernel):
+        """K, or the per-level step counts of an end-loaded row, for this target and kernel."""
+        if kernel is None:
+            return 0
+        if self.budget_per_level is None:
+            return settings.steps_per_level
+        budget = int(round(self.budget_per_level * settings.T))
+        return compose.presets.steps_for_budget(target, kernel, budget)
 
 
 def _reverse(settings: Settings) -> None:
@@ -66,6 +83,14 @@ def _specs() -> Dict[str, SamplerSpec]:
     specs.append(SamplerSpec("U-HMC", "uhmc", _hmc(False)))
     specs += [SamplerSpec(f"HMC-{n}-line", "hmc", _hmc(True), "line", n) for n in (1, 3, 8)]
     specs.append(SamplerSpec("HMC-curve", "hmc", _hmc(True), "curve", 0))
+    # Beyond Table 1: Gauss–Lobatto Δ (docs/quadrature.md) against the trapezoid at equal cost,
+    # and HMC-curve with its steps end-loaded (docs/presets.md) within the evaluations of our
+    # HMC-curve (31 per level) and of the published code's (39.6 per level).
+    specs.append(SamplerSpec("HMC-1-line-lobatto", "hmc", _hmc(True), "line", 1, rule="lobatto"))
+    specs.append(SamplerSpec("HMC-3-curve", "hmc", _hmc(True), "curve", 1))
+    specs.append(SamplerSpec("HMC-3-curve-lobatto", "hmc", _hmc(True), "curve", 1, rule="lobatto"))
+    specs.append(SamplerSpec("HMC-curve-end", "hmc", _hmc(True), "curve", 0, budget_per_level=31.0))
+    specs.append(SamplerSpec("HMC-curve-end-ref", "hmc", _hmc(True), "curve", 0, budget_per_level=39.6))
     return {s.name: s for s in specs}
 
 
@@ -73,7 +98,9 @@ def _specs() -> Dict[str, SamplerSpec]:
 #: summed score, small (posterior) variance, no noise at the last step. The others: pure annealed
 #: MCMC, K steps per level from T down to 1, no reverse step; η = 0.001 (LA); ε = 0.03, L = 3,
 #: damping 0.5, mass 1 (HMC), momentum negated on rejection (our exact default; the published
-#: code keeps +v').
+#: code keeps +v'). Then the rows beyond the table: Gauss–Lobatto Δ (HMC-1-line-lobatto,
+#: HMC-3-curve with its trapezoid midpoints, HMC-3-curve-lobatto with Simpson per segment) and
+#: end-loaded steps (HMC-curve-end at 31, HMC-curve-end-ref at 39.6 evaluations per level).
 SAMPLERS: Dict[str, SamplerSpec] = _specs()
 
 
@@ -108,7 +135,14 @@ def needed_evaluations(spec: SamplerSpec, settings: Settings, exact: bool = Fals
 
     Per level: Reverse 1; U-LA K; LA-n-line 1 + K(1 + n); U-HMC and HMC 1 + L·K, HMC-n-line
     K·n more, HMC-curve none more. With `exact` (energy components) no interior points.
+    End-loaded rows: what their step counts cost (`compose.presets.evaluations_per_sample`).
     """
+    if spec.budget_per_level is not None:
+        ring, bar = analytic_components(settings.schedule())
+        target = compose.compile(compose.ScoreModel.from_analytic(ring) * bar, path=spec.path,
+                                 points=0 if exact else spec.points, rule=spec.rule)
+        kernel = spec.make_kernel(settings)
+        return compose.presets.evaluations_per_sample(target, kernel, spec.steps(settings, target, kernel))
     T, K, L = settings.T, settings.steps_per_level, settings.num_leapfrog
     n = 0 if exact else spec.points
     per_level = {"reverse": 1, "ula": K, "mala": 1 + K * (1 + n), "uhmc": 1 + L * K,
