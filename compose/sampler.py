@@ -24,6 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from .compiler import Target
+from .compiler.compilation import check_event_shape
 from .compiler.plan import level_steps
 from .kernels.base import ChainState, Kernel, check_generator, non_finite_error
 from .progress import progress_bar, wants_progress
@@ -275,6 +276,8 @@ def _initial_batch(target, n, initial, event_shape, device, dtype, generator) ->
         if not initial.is_meta and not bool(torch.isfinite(initial).all()):
             raise ValueError("initial: the starting batch has non-finite entries")
         return initial
+    if event_shape is not None:
+        event_shape = check_event_shape(event_shape)
     shape = target.event_shape if target.event_shape is not None else event_shape
     if shape is None:
         raise ValueError("event_shape: no component declares its sample shape; pass event_shape=(…)")

@@ -86,3 +86,19 @@ def test_compose_plan_takes_the_canvas(tmp_path, capsys):
     assert "--event-shape" in capsys.readouterr().err
     assert cli.main(argv + ["--event-shape", "3.5"]) == 2
     assert "--event-shape: expected sizes" in capsys.readouterr().err
+
+
+class _Tanh(torch.nn.Module):
+    def forward(self, x, t):
+        return torch.tanh(x)
+
+
+@pytest.mark.parametrize("event_shape", ["3", "33", (3.5,), (True, 2), (0,), 3])
+def test_compose_sample_checks_event_shape_as_compile_does(event_shape):
+    """compose.sample(..., event_shape="33") ended in torch.randn's TypeError, and (True, 2)
+    sampled shape (1, 2)."""
+    shapeless = compose.ScoreModel(_Tanh(), compose.Schedule.cosine(4), name="s")
+    target = compose.compile(shapeless)
+    with pytest.raises(ValueError, match="event_shape: "):
+        compose.sample(target, compose.MALA(0.01), 2, steps_per_level=1, event_shape=event_shape,
+                       progress=False)

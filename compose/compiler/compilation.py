@@ -122,13 +122,7 @@ def _canvas(expr: Expr, event_shape: Optional[Sequence[int]]) -> Optional[Tuple[
     nothing declares one. Windows need a canvas."""
     canvas = None
     if event_shape is not None:
-        sizes = None if isinstance(event_shape, (str, bytes)) else _sizes(event_shape)
-        if sizes is None:
-            raise ValueError(f"event_shape: expected a tuple of integer sizes, e.g. (1, 8, 24), "
-                             f"got {event_shape!r}")
-        canvas = sizes
-        if not canvas or any(d < 1 for d in canvas):
-            raise ValueError(f"event_shape: sizes must be ≥ 1, got {canvas}")
+        canvas = check_event_shape(event_shape)
     first, has_windows = None, False
     stack = [expr]
     while stack:                          # iterative: long products must not recurse
@@ -159,15 +153,22 @@ def _canvas(expr: Expr, event_shape: Optional[Sequence[int]]) -> Optional[Tuple[
     return canvas
 
 
-def _sizes(shape) -> Optional[Tuple[int, ...]]:
-    """`shape` as a tuple of ints if every entry is an integer (not a bool), else None."""
-    try:
-        items = tuple(shape)
-    except TypeError:
-        return None
-    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in items):
-        return None
-    return tuple(int(d) for d in items)
+def check_event_shape(shape, name: str = "event_shape") -> Tuple[int, ...]:
+    """`shape` (a tuple, list or torch.Size of integer sizes ≥ 1) as a tuple of ints, or a
+    ValueError naming `name`: strings, floats and bools are not sizes."""
+    items = None
+    if not isinstance(shape, (str, bytes)):
+        try:
+            items = tuple(shape)
+        except TypeError:
+            pass
+    if items is None or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool)
+                                for d in items):
+        raise ValueError(f"{name}: expected a tuple of integer sizes, e.g. (1, 8, 24), got {shape!r}")
+    sizes = tuple(int(d) for d in items)
+    if not sizes or any(d < 1 for d in sizes):
+        raise ValueError(f"{name}: sizes must be ≥ 1, got {sizes}")
+    return sizes
 
 
 def _check_coverage(terms: List[Term], canvas: Tuple[int, ...]) -> None:
