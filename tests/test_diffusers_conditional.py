@@ -55,7 +55,7 @@ class StandInEncoder:
         embedding = torch.randn((1, length, DIM), generator=g)
         if not self.masks:
             return embedding
-        mask = torch.ones(1, length)
+        mask = torch.ones(1, length, dtype=torch.long)       # integer, as tokenizers give it
         mask[0, -1] = 0
         return embedding, mask
 

@@ -141,7 +141,7 @@ def _check_embedding(result, prompt: str) -> Embedding:
     if mask is not None:
         if not isinstance(mask, torch.Tensor):
             raise ValueError(f"encode_prompt({prompt!r}): the attention mask must be a tensor")
-        mask = mask.detach().reshape(1, -1)
+        mask = mask.detach().reshape(1, -1).to(torch.float32)     # bool or int masks as 1/0
         if mask.shape[1] != embedding.shape[1]:
             raise ValueError(f"encode_prompt({prompt!r}): attention mask of {mask.shape[1]} tokens "
                              f"for an embedding of {embedding.shape[1]}")
