@@ -209,6 +209,7 @@ def test_a_keyword_that_is_neither_option_nor_name_lists_the_options(parts):
     with pytest.raises(CompositionError, match="'r' .*did you mean 'rs'"):
         compose.compile("rs", rs=rs, r=rs)
     assert compose.compile("rs", rs=rs, points=3).points == 3
+    assert compose.compile(parts["p"] * parts["q"], {}).terms          # an empty mapping is no binding
 
 
 def test_a_name_bound_twice_is_refused_as_parse_does(parts):

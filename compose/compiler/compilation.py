@@ -65,7 +65,7 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
         if more:
             raise UnknownKeywordError(_unknown_keywords(list(more), (), "the composition is not a string, "
                                               "so keywords are options only"))
-        if components is not None:
+        if components:
             raise ValueError("components: bindings are only used when expr is a composition string")
     expr = as_expr(expr)
     if path not in PATHS:
