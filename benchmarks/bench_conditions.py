@@ -10,6 +10,12 @@ alternative is one call per condition. Both are timed here on random-weight
 UNet2DConditionModels of two sizes, alternating the two ways in every repeat so that machine
 load affects both alike, and the ratio separate / stacked (> 1: stacking is faster) is printed
 beside the medians. Scores of both ways are checked to agree first.
+
+Second table: whole annealed runs of ``p(prompt="a dog") ** 3 * p(prompt="a hat") ** 3 / p ** 5``
+(HMC-curve on 10 respaced levels, 2 steps of 2 leapfrog steps, 1 extra point per segment,
+reverse step) with the compiler stacking the three prompts, and with stacking switched off on
+the same model (`stacks_conditions = False` on the instance): seconds per run, network calls
+per run, and the ratio.
 """
 from __future__ import annotations
 
@@ -50,6 +56,20 @@ def build(size: str, seed: int = 0):
     return from_diffusers(unet, scheduler, name="p", encode_prompt=encode), (channels, sample, sample)
 
 
+def annealed_run(model, n: int, count_only: bool = False):
+    """Seconds of one annealed run of the AND/NOT composition (or its network calls)."""
+    import compose
+    target = compose.compile('p(prompt="a dog") ** 3 * p(prompt="a hat") ** 3 / p ** 5', p=model,
+                             levels=10, path="curve", points=1)
+    kernel = compose.HMC(compose.PowerLaw(0.3, 0.5), num_leapfrog=2)
+    if count_only:
+        return target.plan_for(kernel, 2, n, reverse_step=True).totals["calls_per_sample"]
+    start = time.perf_counter()
+    compose.sample(target, kernel, n, steps_per_level=2, reverse_step=True,
+                   generator=torch.Generator().manual_seed(0), progress=False)
+    return time.perf_counter() - start
+
+
 def time_once(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -83,6 +103,24 @@ def main(argv=None) -> None:
                     times["stacked"].append(time_once(stacked))
                 sep, st = statistics.median(times["separate"]), statistics.median(times["stacked"])
                 print(f"{size:>6} {n:>4} {k:>2} {sep:>11.4f} {st:>10.4f} {sep / st:>17.2f}")
+    print()
+    print(f"{'UNet':>6} {'N':>4} {'calls separate':>15} {'calls stacked':>14} {'separate s':>11} "
+          f"{'stacked s':>10} {'separate/stacked':>17}")
+    for size in SIZES:
+        for n in (1, 8):
+            row = {}
+            for stacked in (False, True):
+                model, _ = build(size)
+                model.stacks_conditions = stacked
+                row[stacked] = (model, [])
+            for _ in range(max(1, args.repeats // 3)):
+                for stacked in (False, True):
+                    model, times = row[stacked]
+                    times.append(annealed_run(model, n))
+            (_, sep), (_, st) = row[False], row[True]
+            calls = {s: annealed_run(m, n, count_only=True) for s, (m, _) in row.items()}
+            print(f"{size:>6} {n:>4} {calls[False]:>15} {calls[True]:>14} {statistics.median(sep):>11.3f} "
+                  f"{statistics.median(st):>10.3f} {statistics.median(sep) / statistics.median(st):>17.2f}")
 
 
 if __name__ == "__main__":
