@@ -141,3 +141,13 @@ def test_bad_mixture_arguments(schedule, kwargs, match):
 def test_bad_box_arguments(schedule):
     with pytest.raises(ValueError, match="high > low"):
         compose.UniformBox([0.0, 1.0], [1.0, 1.0], schedule=schedule)
+
+
+def test_calling_a_component_says_how_to_condition_or_evaluate_it():
+    """p(cls=1), the language's spelling, ended in torch's "_forward_unimplemented() got an
+    unexpected keyword argument" (a Component is an nn.Module)."""
+    p = compose.GaussianMixture([[0.0, 0.0]], 1.0, schedule=compose.Schedule.cosine(4), name="p")
+    with pytest.raises(TypeError, match=r"component 'p' is not called: .*p\.given\(\{'cls': 1\}\)"):
+        p(cls=1)
+    with pytest.raises(TypeError, match=r"p\.score\(x, t\)"):
+        p(torch.zeros(2, 2), 3)

@@ -83,6 +83,17 @@ class Component(nn.Module):
         """This component conditioned, e.g. ``p.given({"class": 7})`` (classifier-free guidance)."""
         return self.as_leaf().given(conditions, **more)
 
+    def forward(self, *args, **conditions):
+        """A component is not called (it is an nn.Module only to hold its network): say how to
+        condition it or evaluate it instead of torch's "_forward_unimplemented"."""
+        if conditions and not args:
+            raise TypeError(f"component '{self.name}' is not called: condition it with "
+                            f"{self.name}.given({dict(conditions)!r}) (the language's "
+                            f"{self.name}({', '.join(f'{k}={v!r}' for k, v in conditions.items())}))")
+        raise TypeError(f"component '{self.name}' is not called: evaluate it with "
+                        f"{self.name}.score(x, t) or {self.name}.log_density(x, t), condition "
+                        f"it with {self.name}.given({{...}})")
+
     def __mul__(self, other): return self.as_leaf() * other
     def __rmul__(self, other): return as_expr(other) * self.as_leaf()
     def __truediv__(self, other): return self.as_leaf() / other
