@@ -107,7 +107,7 @@ def train_or_load_model(out_dir, settings: Settings, split: DigitsSplit, seed: i
                                                             rtol=1e-6, atol=1e-7):
         raise ValueError(f"{folder}: the saved scheduler's β's are not the cosine schedule with "
                          f"T = {settings.T}")
-    say(f"  UNet {'reused' if reused else 'trained'} in {record['seconds']:.1f} s, "
+    say(f"  UNet {'reused, trained earlier' if reused else 'trained'} in {record['seconds']:.1f} s, "
         f"loss {record['final_loss']:.4f}")
     return model, {"folder": folder, "reused": reused, "seconds": record["seconds"],
                    "final_loss": record["final_loss"], "steps": settings.train_steps,

@@ -74,7 +74,7 @@ def results_markdown(results: dict) -> str:
         f"{results['seeds']} sampling seed(s), the same generator seed for every sampler. Every "
         f"sampler takes the reverse step after its MCMC steps at each level. U-LA and LA: "
         f"K = {s.steps_per_level} steps per level, LA's Δ on the line with {s.la_points} interior "
-        f"points; HMC-curve: {s.hmc_steps_per_level} steps of L = {s.num_leapfrog} leapfrog "
+        f"points; HMC-curve: {s.hmc_steps_per_level} HMC step(s) of L = {s.num_leapfrog} leapfrog "
         f"steps per level (damping {s.damping}), Δ along the leapfrog path with no extra points "
         f"({s.hmc_steps_per_level * s.num_leapfrog} evaluations per level, as U-LA's "
         f"{s.steps_per_level}).", "",
@@ -86,7 +86,8 @@ def results_markdown(results: dict) -> str:
         f"the requested digits; {ref['floor_count']} training images of the same digits score "
         f"{ref['floor_frechet']:.2f} (the floor at this sample size). Mean ± std over seeds. "
         f"Evaluations: UNet evaluations on 8×8 crops per canvas (each window's conditional and "
-        f"null-class factor count once each; windows of one condition share one call).", "",
+        f"null-class factor count once each; all of them go through one stacked UNet call per "
+        f"evaluation of the composition).", "",
         "| sampler | " + " | ".join(f"acc. {w}" for w in windows)
         + " | mean accuracy | FD | acceptance | step a, b | evaluations / canvas | seconds / seed |",
         "|---" * (len(windows) + 7) + "|"]
