@@ -107,14 +107,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 KERNELS = ("MALA", "ULA", "HMC", "U-HMC", "RWMH", "Reverse")
 
 
-def _configure_plan(parser: argparse.ArgumentParser) -> None:
+def _add_composition_options(parser: argparse.ArgumentParser) -> None:
+    """The options `compose plan` and `compose sample` share: the composition, how it is
+    compiled, and the run it is planned or sampled for."""
     parser.add_argument("expression", help='the composition, e.g. "ring * bar ** 0.5"')
     parser.add_argument("--components", required=True, metavar="FILE_OR_MODULE",
                         help="a Python file or module; its top-level components (or a dict "
                              "named `components`) are bound by name")
-    parser.add_argument("--kernel", choices=KERNELS,
-                        help="count evaluations for this sampler (Reverse: no MCMC, the "
-                             "reverse process)")
     parser.add_argument("--steps", type=_count(0), default=10, metavar="K",
                         help="MCMC steps per level (default 10)")
     parser.add_argument("--samples", type=_count(1), default=2000, metavar="N",
@@ -136,17 +135,29 @@ def _configure_plan(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reverse-step", action="store_true",
                         help="take the ancestral step after the MCMC steps at each level")
     parser.add_argument("--event-shape", metavar="D,D,...",
-                        help="shape of one sample: the canvas of windowed compositions "
-                             "(e.g. 3 or 1,8,14; docs/windows.md)")
+                        help="shape of one sample, when no component declares it: e.g. 2, or "
+                             "1,8,14 for the canvas of windowed compositions (docs/windows.md)")
+
+
+def _event_shape(args: argparse.Namespace):
+    """--event-shape as a tuple of ints, or None."""
+    if args.event_shape is None:
+        return None
+    return tuple(_numbers(args.event_shape, int, "--event-shape", "sizes, e.g. 2 or 1,8,8"))
+
+
+def _configure_plan(parser: argparse.ArgumentParser) -> None:
+    _add_composition_options(parser)
+    parser.add_argument("--kernel", choices=KERNELS,
+                        help="count evaluations for this sampler (Reverse: no MCMC, the "
+                             "reverse process)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
 def _run_plan(args: argparse.Namespace) -> int:
     from .compiler import compile
     bindings = load_components(args.components)
-    shape = None
-    if args.event_shape is not None:
-        shape = tuple(_numbers(args.event_shape, int, "--event-shape", "sizes, e.g. 2 or 1,8,8"))
+    shape = _event_shape(args)
     try:
         levels = None
         if args.levels is not None:
@@ -275,19 +286,12 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
         "samples.png. Chains run in blocks seeded from (seed, block), checkpointed after every "
         "level; under torchrun the processes take blocks in turn. The samples are bitwise the "
         "same for any number of processes and after --resume (docs/sampling_at_scale.md).")
-    parser.add_argument("expression", help='the composition, e.g. "ring * bar ** 0.5"')
-    parser.add_argument("--components", required=True, metavar="FILE_OR_MODULE",
-                        help="a Python file or module; its top-level components (or a dict "
-                             "named `components`) are bound by name")
+    _add_composition_options(parser)
     parser.add_argument("--kernel", choices=KERNELS, required=True,
                         help="the MCMC kernel (Reverse: no MCMC, the reverse process)")
     parser.add_argument("--step-size", metavar="X",
                         help="step size: a number, or a,b for the per-level power law "
                              "a·β_t^b (needed by every kernel but Reverse)")
-    parser.add_argument("--steps", type=_count(0), default=10, metavar="K",
-                        help="MCMC steps per level (default 10)")
-    parser.add_argument("--samples", type=_count(1), default=2000, metavar="N",
-                        help="number of chains (default 2000)")
     parser.add_argument("--seed", type=_count(0), default=0, metavar="S", help="seed (default 0)")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory (new, or the run to continue with --resume); "
@@ -295,23 +299,8 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=_count(1), metavar="B",
                         help="chains per block (default: sized for the device); part of the "
                              "settings, it changes the samples")
-    parser.add_argument("--leapfrog", type=_count(1), default=3, metavar="L",
-                        help="leapfrog steps per HMC step (default 3)")
     parser.add_argument("--damping", type=float, default=0.5, metavar="G",
                         help="HMC momentum damping γ in [0, 1) (default 0.5)")
-    parser.add_argument("--path", choices=("line", "curve"), default="line",
-                        help="integration path for score-only terms (default line)")
-    parser.add_argument("--points", type=_count(0), default=0, metavar="n",
-                        help="interior integration points per straight piece (default 0)")
-    parser.add_argument("--rule", choices=RULES, default="trapezoid",
-                        help="quadrature rule for score-only terms (default trapezoid)")
-    parser.add_argument("--levels", metavar="S|τ,τ,...",
-                        help="sample on a respaced schedule: S evenly spaced training levels, or "
-                             "the training levels themselves (docs/pretrained.md)")
-    parser.add_argument("--chunk-rows", type=_count(1), default=None, metavar="R",
-                        help="most rows per network call of a score-only term")
-    parser.add_argument("--reverse-step", action="store_true",
-                        help="take the ancestral step after the MCMC steps at each level")
     parser.add_argument("--variance", choices=("small", "large"), default="small",
                         help="reverse-step noise: small (β̃_t) or large (β_t) (default small)")
     parser.add_argument("--adapt", action="store_true",
@@ -322,8 +311,6 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
                         help="warm-up steps per level of --adapt (default 3)")
     parser.add_argument("--adapt-factor", type=float, default=1.5, metavar="F",
                         help="step-size factor of --adapt (default 1.5)")
-    parser.add_argument("--event-shape", metavar="D,D,...",
-                        help="shape of one sample, when no component declares it (e.g. 2 or 1,8,8)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="floating-point type of the chains (default float32)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -354,9 +341,7 @@ def _run_sample(args: argparse.Namespace) -> int:
                 raise CommandError(f"--adapt-band: expected LOW,HIGH, e.g. 0.6,0.9, got {args.adapt_band!r}")
             adaptation = Adaptation(band=tuple(band), warmup_steps=args.adapt_warmup,
                                     factor=args.adapt_factor)
-        shape = None
-        if args.event_shape is not None:
-            shape = tuple(_numbers(args.event_shape, int, "--event-shape", "sizes, e.g. 2 or 1,8,8"))
+        shape = _event_shape(args)
         result = sample_run(
             args.expression, bindings, args.out, kernel=args.kernel, step_size=args.step_size,
             steps=args.steps, samples=args.samples, seed=args.seed, block_size=args.block_size,
