@@ -38,7 +38,8 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
         rule: "trapezoid" (the paper's; nodes j/(n+1), error O(h²)) or "lobatto" (Gauss–Lobatto
             nodes, exact for integrands of degree 2n + 1 along a piece; docs/quadrature.md).
             Both reuse the end-point scores and cost the same `points` evaluations.
-        chunk_rows: most rows per call of a score-only network. None: chain batches whole, and
+        chunk_rows: most rows per call of a score-only network (a call that stacks k windows
+            or conditions takes R // k chains, at least one). None: chain batches whole, and
             integration points in one call per term on accelerators, one point per call on CPU.
         event_shape: the shape of one sample: the canvas of windowed expressions
             (docs/windows.md); by default the shape the unwindowed components declare.

@@ -148,9 +148,9 @@ class Plan:
                    for i, term in enumerate(call.terms)}
         for source_term, term in _leaf_pairs(target.terms, plan.terms):
             score_only = term.kind == "score"
-            split = chunk if score_only else None
             call, position = stacked.get(id(source_term), (None, 0))
             k = len(call.terms) if call is not None else 1
+            split = target.chains_per_call(k, chunk) if score_only and chunk else None
             shape = canvas if source_term.window is None else \
                 tuple(b - a for a, b in source_term.window)
             what = "" if k == 1 else (
@@ -167,6 +167,7 @@ class Plan:
                 term.shared_with = call.terms[0].label
             if score_only and extra and K:
                 interior = target.interior_rows_per_call(N, device)
+                interior = target.chains_per_call(k, interior) if interior else None
                 if position == 0:
                     term.calls += [PlanCall("integration points" + what, (rows * k,) + shape,
                                             count, K * count)

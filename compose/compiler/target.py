@@ -293,23 +293,34 @@ class Target:
         return log_density, score
 
     def _implicit(self, x: torch.Tensor, t: int, rows: Optional[int] = None) -> Optional[torch.Tensor]:
-        """Σ w_i s^i over score-only terms: one call per `Call` (windows stacked) for every
-        chunk of at most `rows` chains (default `chunk_rows`, or all of x)."""
-        rows = rows or self.chunk_rows or x.shape[0]
+        """Σ w_i s^i over score-only terms: one call per `Call` (windows or conditions stacked)
+        for every chunk of `chains_per_call` chains (default: all of x)."""
         if not self.implicit_calls:
             return None
-        parts = []
+        n = x.shape[0]
+        rows = rows or self.chunk_rows or n
+        total = None
         with torch.no_grad():                 # sampling never differentiates a score network
-            for chunk in torch.split(x, rows) if rows < x.shape[0] else (x,):
-                total = None
-                for call in self.implicit_calls:
-                    inputs = call.inputs(chunk)
+            for call in self.implicit_calls:
+                per = self.chains_per_call(len(call.terms), rows)
+                chunks = torch.split(x, per) if per < n else (x,)
+                parts = []                    # per chunk, the (weight, score) of every term
+                for chunk in chunks:
                     call.count(self.counter, chunk.shape[0])
-                    s = call.evaluate(inputs, t)
-                    for weight, part in call.outputs(s, chunk):
-                        total = _add(total, weight * part)
-                parts.append(total)
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+                    parts.append(list(call.outputs(call.evaluate(call.inputs(chunk), t), chunk)))
+                for i, (weight, _) in enumerate(parts[0]):
+                    part = parts[0][i][1] if len(parts) == 1 else torch.cat([p[i][1] for p in parts])
+                    total = _add(total, weight * part)
+        return total
+
+    def chains_per_call(self, stacked: int, rows: int) -> int:
+        """Chains per call of a score-only network whose call stacks `stacked` crops or
+        conditions per chain. `rows` chains when the rows come from the device default; with
+        `chunk_rows` = R set, max(1, R // stacked), so that a call has at most max(R, stacked)
+        rows."""
+        if self.chunk_rows:
+            return max(1, self.chunk_rows // stacked)
+        return rows
 
     def interior_rows_per_call(self, chains: int, device) -> Optional[int]:
         """Rows per network call for integration points: `chunk_rows` when set; otherwise all
