@@ -99,9 +99,19 @@ def rule_nodes(rule: str, n: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]
 def interior_points(starts: torch.Tensor, ends: torch.Tensor, n: int,
                     rule: str = "trapezoid") -> torch.Tensor:
     """Points a + u_j (b − a) at the rule's n interior nodes of each piece: (n, *starts.shape)."""
-    nodes = rule_nodes(rule, n)[0][1:-1]
-    u = torch.tensor(nodes, dtype=starts.dtype, device=starts.device).reshape((n,) + (1,) * starts.dim())
+    if check_rule(rule) == "trapezoid":
+        u = torch.arange(1, n + 1, dtype=starts.dtype, device=starts.device) / (n + 1)
+    else:
+        u = _interior_tensor(rule, n, 0, starts.dtype, starts.device)
+    u = u.reshape((n,) + (1,) * starts.dim())
     return starts.unsqueeze(0) + u * (ends - starts).unsqueeze(0)
+
+
+@functools.lru_cache(maxsize=64)
+def _interior_tensor(rule: str, n: int, which: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """The interior nodes (which = 0) or weights (1) as a tensor, made once per dtype and device,
+    so that a step copies nothing from the host (and stays capturable in a CUDA graph)."""
+    return torch.tensor(rule_nodes(rule, n)[which][1:-1], dtype=dtype, device=device)
 
 
 def integrate_pieces(starts: torch.Tensor, ends: torch.Tensor, score_starts: torch.Tensor,
@@ -123,7 +133,7 @@ def integrate_pieces(starts: torch.Tensor, ends: torch.Tensor, score_starts: tor
             total = total + interior_scores.sum(0)
         return ((ends - starts) * total).flatten(2).sum(2).sum(0) / (n + 1)
     weights = rule_nodes(rule, n)[1]
-    c = torch.tensor(weights[1:-1], dtype=interior_scores.dtype, device=interior_scores.device)
+    c = _interior_tensor(rule, n, 1, interior_scores.dtype, interior_scores.device)
     total = weights[0] * (score_starts + score_ends)
     total = total + (c.reshape((n,) + (1,) * (interior_scores.dim() - 1)) * interior_scores).sum(0)
     return ((ends - starts) * total).flatten(2).sum(2).sum(0)
