@@ -76,3 +76,13 @@ def test_wheel_ships_the_grammar_and_parses_in_a_fresh_venv(tmp_path):
     out = _run([str(venv / "bin" / "compose"), "plan", "ring * bar",
                 "--components", str(ROOT / "examples" / "components_2d.py")], cwd=tmp_path)
     assert out.startswith("plan for ring * bar\n")
+
+
+def test_pyproject_lists_every_package_of_the_source_tree():
+    """The explicit package list (needed for the grammar's mapping) names every folder of
+    compose/ with an __init__.py, so a new subpackage cannot be left out of the wheel."""
+    tomllib = pytest.importorskip("tomllib")              # Python ≥ 3.11
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "compose").rglob("__init__.py")}
+    missing = sorted(found - listed)
+    assert not missing, f"pyproject.toml [tool.setuptools] packages is missing {missing}"
