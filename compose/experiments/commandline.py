@@ -38,3 +38,30 @@ def module_main(module: str, description: str, add_arguments: Callable, run: Cal
         return run(args)
     except ValueError as err:
         parser.error(str(err))
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+    return value
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every experiment takes after its own: torch threads and progress output."""
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: only when stderr is a terminal); "
+                             "--no-progress also silences the status lines")
+    return parser
+
+
+def status_printer(progress: Optional[bool]) -> Callable[[str], None]:
+    """`say(text)`: a status line on stderr, unless progress output is off (`progress=False`)."""
+    if progress is False:
+        return lambda text: None
+    return lambda text: print(text, file=sys.stderr, flush=True)

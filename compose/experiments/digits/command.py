@@ -41,11 +41,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--parameterisations", nargs="+", choices=PARAMETERISATIONS,
                         default=list(PARAMETERISATIONS),
                         help="which diffusion models to train and sample (default both)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars (default: only when stderr is a terminal); "
-                             "--no-progress also silences the status lines")
-    return parser
+    return commandline.add_output_options(parser)
 
 
 def _run_from_args(args: argparse.Namespace) -> int:

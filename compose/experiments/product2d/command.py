@@ -18,18 +18,9 @@ from .settings import BLOCKS, PAPER, QUICK
 
 
 # -- command line ---------------------------------------------------------------------------
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
-    return value
-
-
 def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--trials", type=_positive, default=1, help="number of trials (default 1)")
+    parser.add_argument("--trials", type=commandline.positive_int, default=1,
+                        help="number of trials (default 1)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--quick", action="store_true",
                         help="small T, short training, tiny nets, 200 samples, few samplers")
@@ -39,21 +30,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--blocks", nargs="+", choices=BLOCKS, default=list(BLOCKS),
                         help="which blocks to run (default all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-steps", type=_positive, default=None,
+    parser.add_argument("--train-steps", type=commandline.positive_int, default=None,
                         help="training steps per model (default 15001, quick 300)")
-    parser.add_argument("--batch-size", type=_positive, default=None,
+    parser.add_argument("--batch-size", type=commandline.positive_int, default=None,
                         help="training batch size (default 2000, quick 256)")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="EMA decay (default 0.999, quick 0.95)")
-    parser.add_argument("--num-samples", type=_positive, default=None,
+    parser.add_argument("--num-samples", type=commandline.positive_int, default=None,
                         help="chains per sampler (default 2000, quick 200)")
-    parser.add_argument("--T", type=_positive, default=None, help="number of levels (default 100)")
+    parser.add_argument("--T", type=commandline.positive_int, default=None, help="number of levels (default 100)")
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
-    parser.add_argument("--threads", type=_positive, default=1, help="torch threads (default 1)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars (default: only when stderr is a terminal); "
-                             "--no-progress also silences the status lines")
-    return parser
+    return commandline.add_output_options(parser)
 
 
 def _run_from_args(args: argparse.Namespace) -> int:

@@ -27,11 +27,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--chains", type=int, default=None, help="chains per canvas (default 32)")
     parser.add_argument("--train-steps", type=int, default=None,
                         help="training steps of the UNet (default 3000)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars (default: only when stderr is a terminal); "
-                             "--no-progress also silences the status lines")
-    return parser
+    return commandline.add_output_options(parser)
 
 
 def _run_from_args(args: argparse.Namespace) -> int:

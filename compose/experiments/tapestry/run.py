@@ -6,7 +6,6 @@ import datetime
 import math
 import os
 import platform
-import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -15,6 +14,7 @@ import torch
 
 import compose
 from compose import metrics
+from compose.experiments import commandline
 from compose.experiments import digits
 from compose.experiments.reporting import seed_from, write_json
 from compose.models.data import DigitsSplit, digits_split
@@ -151,8 +151,7 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 3, seed: int = 0,
         raise ValueError(f"scale: the guidance scale must be a finite number, got {scale!r}")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    # status lines unless progress output is off; bars only on a terminal unless forced
-    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress is not False else (lambda text: None)
+    say = commandline.status_printer(progress)      # bars: only on a terminal unless forced
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
