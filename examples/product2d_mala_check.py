@@ -6,13 +6,12 @@ at the last levels. Run: python examples/product2d_mala_check.py (about a minute
 """
 import torch
 import compose
-from compose.experiments.product2d.demo import product_components
-from compose.experiments.product2d.target import in_bar
+from compose.experiments.product2d.target import analytic_components, in_bar
 from compose.experiments.product2d.likelihood import log_likelihood
 
 torch.set_num_threads(1)
 schedule = compose.Schedule.cosine(100)
-ring, bar = product_components(schedule)
+ring, bar = analytic_components(schedule)
 score_only = compose.ScoreModel.from_analytic(ring, name="r") * compose.ScoreModel.from_analytic(bar, name="b")
 for name, target, kernel in [("U-LA, exact scores", compose.compile(ring * bar), compose.ULA(0.001)),
                              ("LA, exact Δ", compose.compile(ring * bar), compose.MALA(0.001)),

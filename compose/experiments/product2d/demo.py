@@ -36,13 +36,6 @@ SAMPLERS = [
 ]
 
 
-def product_components(schedule: Schedule):
-    """The ring and the bar as analytic components."""
-    ring = components.GaussianMixture(geometry.RING_MEANS, geometry.RING_STD, schedule=schedule, name="ring")
-    bar = components.UniformBox(geometry.BAR_LOW, geometry.BAR_HIGH, schedule=schedule, name="bar")
-    return ring, bar
-
-
 def run(num_samples: int = 2000, seed: int = 0, out: Optional[str] = "demo-output",
         progress: Optional[bool] = None) -> List[dict]:
     """Sample with every demo sampler; returns one row per sampler and writes the plot.
@@ -51,7 +44,7 @@ def run(num_samples: int = 2000, seed: int = 0, out: Optional[str] = "demo-outpu
         rows with keys sampler, ll, w2, acceptance, evaluations (per sample), seconds.
     """
     schedule = Schedule.cosine(100)
-    ring, bar = product_components(schedule)
+    ring, bar = geometry.analytic_components(schedule)
     score_only = components.ScoreModel.from_analytic(ring, name="ring") * \
         components.ScoreModel.from_analytic(bar, name="bar")
     generator = torch.Generator().manual_seed(seed)
