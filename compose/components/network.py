@@ -148,6 +148,18 @@ class NetworkComponent(Component):
         dtype = network_dtype(self.net)
         return x.to(dtype) if dtype in HALF_DTYPES and dtype != x.dtype else x
 
+    def call_net(self, x: torch.Tensor, t: int, conditions: Conditions = ()):
+        """``net(x, levels, **conditions)`` in the network's dtype at its training levels. An
+        error raised inside the network gets a note naming this component and the input."""
+        try:
+            return self.net(self.network_input(x), self.network_levels(x, t),
+                            **_condition_tensors(conditions, x.shape[0], x.device))
+        except Exception as error:
+            if hasattr(error, "add_note"):                  # Python ≥ 3.11
+                error.add_note(f"raised by the network of component '{self.name}' on an input of "
+                               f"shape {tuple(x.shape)} at level {t}")
+            raise
+
 
 class ScoreModel(NetworkComponent):
     """An ε-prediction network: score −ε_θ(x, t)/σ_t, no log-density (docs/algebra.md §2).
@@ -160,8 +172,7 @@ class ScoreModel(NetworkComponent):
 
     def noise_prediction(self, x: torch.Tensor, t: int, conditions: Conditions = ()) -> torch.Tensor:
         """ε_θ(x, t), shape of x."""
-        eps = checked_output(self.name, self.net(self.network_input(x), self.network_levels(x, t),
-                                                 **_condition_tensors(conditions, x.shape[0], x.device)), x)
+        eps = checked_output(self.name, self.call_net(x, t, conditions), x)
         if eps.shape != x.shape:
             raise ValueError(f"{self.name}: network returned shape {tuple(eps.shape)} for input "
                              f"{tuple(x.shape)}; an ε-prediction must match the input")
@@ -201,8 +212,7 @@ class EnergyModel(NetworkComponent):
         """(g(x, t) of shape (N,), ε = ∇_x g of the shape of x)."""
         with torch.enable_grad():
             xg = x if create_graph else x.detach().requires_grad_(True)
-            f = checked_output(self.name, self.net(self.network_input(xg), self.network_levels(x, t),
-                                                   **_condition_tensors(conditions, x.shape[0], x.device)), x)
+            f = checked_output(self.name, self.call_net(xg, t, conditions), x)
             if f.shape != x.shape:
                 raise ValueError(f"{self.name}: network returned shape {tuple(f.shape)} for input "
                                  f"{tuple(x.shape)}; an energy network f must match the input")
@@ -260,7 +270,7 @@ class Classifier(NetworkComponent):
             raise ValueError(f"{self.variable}: a classifier condition takes an integer class, got {value!r}")
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            logits = checked_output(self.name, self.net(self.network_input(xg), self.network_levels(x, t)), x)
+            logits = checked_output(self.name, self.call_net(xg, t), x)
             if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
                 raise ValueError(f"{self.name}: network must return logits of shape (N, classes), "
                                  f"got {tuple(logits.shape)}")
