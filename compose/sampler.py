@@ -322,10 +322,12 @@ def _accumulate(totals, info):
 
 
 def _level_diagnostics(t, step_size, steps, totals, x, before, target, n, seconds) -> LevelDiagnostics:
-    # The one host synchronisation of the level.
-    values = totals.tolist() if totals is not None else [0.0] * 5
-    accepted, divergent, abs_delta, finite, moves = values
-    if not bool(torch.isfinite(x).all()):
+    # The one host synchronisation of the level: the step totals and whether x stayed finite.
+    all_finite = torch.isfinite(x).all().to(torch.float64).reshape(1)
+    if totals is None:
+        totals = torch.zeros(5, dtype=torch.float64, device=all_finite.device)
+    accepted, divergent, abs_delta, finite, moves, x_finite = torch.cat([totals, all_finite]).tolist()
+    if not x_finite:
         raise non_finite_error(t)
     after = target.counter.snapshot()
     evaluations = {k: (after.get(k, 0) - before.get(k, 0)) / n for k in after}
