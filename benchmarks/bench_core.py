@@ -57,8 +57,8 @@ def raw_time(net, rows, T, repeats=15):
 
 SAMPLERS = [
     ("Reverse", None, {}, True),
-    ("ULA", lambda: compose.ULA(0.001), {}, False),
-    ("MALA-3-line", lambda: compose.MALA(0.001), {"points": 3}, False),
+    ("U-LA", lambda: compose.ULA(0.001), {}, False),
+    ("LA-3-line", lambda: compose.MALA(0.001), {"points": 3}, False),
     ("U-HMC", lambda: compose.HMC(0.03, adjusted=False), {}, False),
     ("HMC-3-line", lambda: compose.HMC(0.03), {"points": 3}, False),
     ("HMC-curve", lambda: compose.HMC(0.03), {"path": "curve"}, False),
