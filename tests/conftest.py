@@ -32,3 +32,10 @@ def ring(schedule, std=0.03, name="ring"):
 
 def gaussian(schedule, mean, std, name):
     return compose.GaussianMixture([mean], std, schedule=schedule, name=name)
+
+
+def random_walk_path(points, chains, dims, step, seed):
+    """A float64 random-walk path (points, chains, dims) from a fixed seed: the positions a
+    curve integral of Δ runs through in the tests."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cumsum(step * torch.randn(points, chains, dims, generator=g, dtype=torch.float64), 0)

@@ -1,12 +1,11 @@
 """The pseudo-energy difference Δ against exact log-density differences (docs/delta.md;
 docs/algebra.md, section 4)."""
-import math
 
 import pytest
 import torch
 
 import compose
-from conftest import gaussian, ring
+from conftest import gaussian, random_walk_path, ring
 
 
 def _points(n=64, seed=0, scale=0.5):
@@ -75,8 +74,7 @@ def test_curve_integral_is_exact_for_a_gaussian_score(schedule):
     # For a Gaussian the score is linear, so the trapezoid rule is exact on every piece.
     p = gaussian(schedule, [0.3, -0.2], 0.7, "g")
     target = compose.compile(compose.ScoreModel.from_analytic(p), path="curve")
-    g = torch.Generator().manual_seed(3)
-    path = torch.cumsum(0.3 * torch.randn(5, 16, 2, generator=g, dtype=torch.float64), 0)
+    path = random_walk_path(5, 16, 2, 0.3, seed=3)
     delta = target.log_ratio_curve(path, 30)
     exact = p.log_density(path[-1], 30) - p.log_density(path[0], 30)
     assert torch.allclose(delta, exact, atol=1e-10)
@@ -85,8 +83,7 @@ def test_curve_integral_is_exact_for_a_gaussian_score(schedule):
 def test_curve_extra_points_refine_each_segment(schedule):
     exact_p = ring(schedule, std=0.1)
     scored = compose.ScoreModel.from_analytic(exact_p, name="s")
-    g = torch.Generator().manual_seed(4)
-    path = torch.cumsum(0.15 * torch.randn(4, 32, 2, generator=g, dtype=torch.float64), 0)
+    path = random_walk_path(4, 32, 2, 0.15, seed=4)
     t = 20
     exact = exact_p.log_density(path[-1], t) - exact_p.log_density(path[0], t)
     err = {}

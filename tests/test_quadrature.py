@@ -13,7 +13,7 @@ from numpy.polynomial import legendre
 import compose
 from compose import cli
 from compose.compiler import quadrature
-from conftest import gaussian, ring
+from conftest import gaussian, random_walk_path, ring
 
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "components_2d.py")
 
@@ -158,8 +158,7 @@ def test_matches_an_independent_lobatto_sum_on_exact_scores(schedule):
 
 def test_curve_with_lobatto_is_exact_for_a_gaussian(schedule):
     p = gaussian(schedule, [0.3, -0.2], 0.7, "g")
-    g = torch.Generator().manual_seed(3)
-    path = torch.cumsum(0.3 * torch.randn(5, 16, 2, generator=g, dtype=torch.float64), 0)
+    path = random_walk_path(5, 16, 2, 0.3, seed=3)
     exact = p.log_density(path[-1], 30) - p.log_density(path[0], 30)
     for n in (0, 1, 2):
         target = compose.compile(compose.ScoreModel.from_analytic(p), path="curve", points=n, rule="lobatto")
@@ -169,8 +168,7 @@ def test_curve_with_lobatto_is_exact_for_a_gaussian(schedule):
 def test_curve_with_lobatto_converges_faster_than_the_trapezoid(schedule):
     exact_p = ring(schedule, std=0.1)
     scored = compose.ScoreModel.from_analytic(exact_p, name="s")
-    g = torch.Generator().manual_seed(4)
-    path = torch.cumsum(0.15 * torch.randn(4, 32, 2, generator=g, dtype=torch.float64), 0)
+    path = random_walk_path(4, 32, 2, 0.15, seed=4)
     t = 20
     exact = exact_p.log_density(path[-1], t) - exact_p.log_density(path[0], t)
     err = {}

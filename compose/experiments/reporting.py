@@ -4,14 +4,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 from typing import Sequence, Tuple
 
 import numpy as np
+import torch
 
 
 def seed_from(*parts: int) -> int:
     """A 63-bit seed from integers (numpy's SeedSequence), for independent random streams."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def environment() -> dict:
+    """What a results file records about the machine: Python, torch, architecture, CPU count."""
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "machine": platform.machine(), "cpus": os.cpu_count()}
 
 
 def write_json(path: str, results: dict) -> None:

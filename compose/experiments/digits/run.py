@@ -5,7 +5,6 @@ import dataclasses
 import datetime
 import math
 import os
-import platform
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -16,7 +15,7 @@ from torch import nn
 import compose
 from compose import metrics
 from compose.experiments import commandline
-from compose.experiments.reporting import seed_from, write_json
+from compose.experiments.reporting import environment, seed_from, write_json
 from compose.models.classifier_training import classifier_accuracy
 from compose.models.data import NUM_CLASSES, DigitsSplit, digits_split
 from compose.models.unet import DigitClassifier
@@ -137,8 +136,7 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
     results = {"settings": dataclasses.asdict(settings), "seeds": seeds, "seed": seed,
                "scale": float(scale), "device": str(device), "threads": torch.get_num_threads(),
                "command": command, "started": datetime.datetime.now().isoformat(timespec="seconds"),
-               "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                               "machine": platform.machine(), "cpus": os.cpu_count()},
+               "environment": environment(),
                "training": [], "tuning": {}, "runs": []}
     json_path = os.path.join(out_dir, "results.json")
     try:

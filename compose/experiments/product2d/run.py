@@ -5,8 +5,6 @@ import dataclasses
 import datetime
 import math
 import os
-import platform
-import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -16,7 +14,8 @@ import torch
 import compose
 from compose import metrics
 from compose.components import Component
-from compose.experiments.reporting import seed_from, write_json
+from compose.experiments import commandline
+from compose.experiments.reporting import environment, seed_from, write_json
 
 from . import likelihood
 from .models import train_models
@@ -123,6 +122,7 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
     device = torch.device(device or "cpu")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    say = commandline.status_printer(progress)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -131,12 +131,11 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
                "blocks": blocks, "samplers": [s.name for s in specs], "device": str(device),
                "threads": torch.get_num_threads(), "command": command,
                "started": datetime.datetime.now().isoformat(timespec="seconds"),
-               "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                               "machine": platform.machine(), "cpus": os.cpu_count()},
+               "environment": environment(),
                "training": [], "runs": []}
     try:
         for trial in range(trials):
-            _say(progress, f"trial {trial + 1}/{trials}")
+            say(f"trial {trial + 1}/{trials}")
             reference = exact_product_samples(settings.num_samples,
                                               torch.Generator().manual_seed(seed_from(seed, trial, 99)))
             needed = [p for p in PARAMETERISATIONS if p in blocks]
@@ -155,7 +154,7 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
                     run.update(block=block, sampler=row, trial=trial,
                                needed=needed_evaluations(spec, settings, exact=block == "energy"))
                     results["runs"].append(run)
-                    _say(progress, f"  {block:6s} {row:11s} W2 {run['metrics']['w2']:.4f}  "
+                    say(f"  {block:6s} {row:11s} W2 {run['metrics']['w2']:.4f}  "
                          f"LL {run['metrics']['ll']:.3f}  acc {run['acceptance']:.3f}  "
                          f"{run['evaluations']:.0f} evals/sample  {run['seconds']:.1f} s")
                     write_json(os.path.join(out_dir, "results.json"), results)
@@ -170,9 +169,3 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(results_markdown(results))
     return results
-
-
-def _say(progress: Optional[bool], text: str) -> None:
-    """A status line on stderr, unless progress output is switched off (progress=False)."""
-    if progress is not False:
-        print(text, file=sys.stderr, flush=True)

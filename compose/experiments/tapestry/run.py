@@ -5,7 +5,6 @@ import dataclasses
 import datetime
 import math
 import os
-import platform
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -16,7 +15,7 @@ import compose
 from compose import metrics
 from compose.experiments import commandline
 from compose.experiments import digits
-from compose.experiments.reporting import seed_from, write_json
+from compose.experiments.reporting import environment, seed_from, write_json
 from compose.models.data import DigitsSplit, digits_split
 from compose.tuning import tune_step_size
 
@@ -159,8 +158,7 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 3, seed: int = 0,
     results = {"settings": dataclasses.asdict(settings), "seeds": seeds, "seed": seed,
                "command": command, "threads": torch.get_num_threads(),
                "started": datetime.datetime.now().isoformat(timespec="seconds"),
-               "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                               "machine": platform.machine(), "cpus": os.cpu_count()},
+               "environment": environment(),
                "runs": []}
     json_path = os.path.join(out_dir, "results.json")
     try:
