@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from .errors import CompositionError
 
 #: Exit status for a usage, composition or components-file error (as argparse uses).
 USAGE_ERROR = 2
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
 
 
 class CommandError(Exception):
@@ -93,6 +96,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.rest = rest
     try:
         return int(command.run(args) or 0)
+    except KeyboardInterrupt:
+        _interrupted(args, sys.argv[1:] if argv is None else list(argv))
+        return INTERRUPTED
     except CompositionError as error:
         print(f"compose {args.command}: error: {error}", file=sys.stderr)
     except CommandError as error:
@@ -101,6 +107,54 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stdout = open(os.devnull, "w")
         return 0
     return USAGE_ERROR
+
+
+def _interrupted(args: argparse.Namespace, argv: List[str]) -> None:
+    """Ctrl-C: one line saying so, and for `compose sample` how to continue the run."""
+    if os.environ.get("RANK", "0") != "0":         # under torchrun, rank 0 speaks for all
+        return
+    message = f"compose {args.command}: interrupted"
+    out = getattr(args, "out", None)
+    if args.command == "sample" and out is not None:
+        if (Path(out) / "run.json").exists():
+            again = argv if "--resume" in argv else argv + ["--resume"]
+            message += (f"; the finished blocks and checkpoints are kept in {out}. Continue the "
+                        f"run with:\n  compose {shlex.join(again)}")
+            if "TORCHELASTIC_RUN_ID" in os.environ:
+                message += "\n(under torchrun: the same torchrun command with --resume)"
+        else:
+            message += f"; nothing was written to {out}"
+    print(message, file=sys.stderr, flush=True)
+
+
+def _option_error(error: ValueError, args: argparse.Namespace) -> "CommandError":
+    """A library error 'name: ...' about a value given by an option, as '--option: ...'."""
+    message = str(error)
+    name, colon, rest = message.partition(": ")
+    option = OPTION_OF.get(name) or (f"--{name.replace('_', '-')}" if name in vars(args)
+                                     and name not in ("expression", "command", "rest") else None)
+    return CommandError(f"{option}: {rest}" if colon and option else message)
+
+
+#: Library parameter names whose option is not --name-with-dashes.
+OPTION_OF = {"band": "--adapt-band", "warmup_steps": "--adapt-warmup", "factor": "--adapt-factor",
+             "adaptation": "--adapt", "picture": "--no-picture"}
+
+
+def _levels(text: Optional[str]):
+    """--levels: S ("50") or the training levels ("1,250,500,750,1000"), read as compile reads
+    `levels`; None when not given."""
+    if text is None:
+        return None
+    from .schedule import parse_levels
+    parts = text.split(",")
+    try:
+        values = [int(part) for part in parts]
+        return parse_levels(values[0] if len(parts) == 1 else values)
+    except ValueError as error:
+        detail = "" if str(error).startswith("invalid literal") else f" ({str(error).partition(': ')[2]})"
+        raise CommandError(f"--levels: expected a number of levels S or increasing training "
+                           f"levels τ,τ,..., e.g. 50 or 1,250,500,750,1000; got {text!r}{detail}") from None
 
 
 # -- compose plan ---------------------------------------------------------------------------
@@ -158,19 +212,15 @@ def _run_plan(args: argparse.Namespace) -> int:
     from .compiler import compile
     bindings = load_components(args.components)
     shape = _event_shape(args)
+    levels = _levels(args.levels)
     try:
-        levels = None
-        if args.levels is not None:
-            levels = _numbers(args.levels, int, "--levels", "a number of levels or training "
-                              "levels, e.g. 50 or 1,10,100,1000")
-            levels = levels[0] if len(levels) == 1 and "," not in args.levels else levels
         target = compile(args.expression, bindings, path=args.path, points=args.points,
                          rule=args.rule, chunk_rows=args.chunk_rows, levels=levels,
                          event_shape=shape)
     except CompositionError:
         raise
     except ValueError as error:
-        raise CommandError(str(error)) from None
+        raise _option_error(error, args) from None
     if args.kernel is None:
         if args.reverse_step:
             raise CommandError("--reverse-step needs --kernel (use --kernel Reverse for the "
@@ -182,7 +232,7 @@ def _run_plan(args: argparse.Namespace) -> int:
             plan = target.plan_for(_kernel(args.kernel, args.leapfrog), args.steps, args.samples,
                                    reverse)
         except ValueError as error:
-            raise CommandError(str(error)) from None
+            raise _option_error(error, args) from None
     print(json.dumps(plan.to_dict(), indent=2, allow_nan=False) if args.json else str(plan))
     return 0
 
@@ -322,6 +372,9 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out: finished blocks are reused, the others "
                              "continue from their last good checkpoint")
+    parser.add_argument("--trust-components", action="store_true",
+                        help="with --resume: continue even where the identity of a component "
+                             "cannot be established (you vouch that it is the same)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="a progress bar (default: only when stderr is a terminal)")
     parser.add_argument("--no-picture", dest="picture", action="store_false",
@@ -331,6 +384,8 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
 def _run_sample(args: argparse.Namespace) -> int:
     from .runs import RunError, sample_run
     from .sampler import Adaptation
+    levels = _levels(args.levels)
+    shape = _event_shape(args)
     bindings = load_components(args.components)
     source = Path(args.components)
     try:
@@ -341,21 +396,21 @@ def _run_sample(args: argparse.Namespace) -> int:
                 raise CommandError(f"--adapt-band: expected LOW,HIGH, e.g. 0.6,0.9, got {args.adapt_band!r}")
             adaptation = Adaptation(band=tuple(band), warmup_steps=args.adapt_warmup,
                                     factor=args.adapt_factor)
-        shape = _event_shape(args)
         result = sample_run(
             args.expression, bindings, args.out, kernel=args.kernel, step_size=args.step_size,
             steps=args.steps, samples=args.samples, seed=args.seed, block_size=args.block_size,
             leapfrog=args.leapfrog, damping=args.damping, path=args.path, points=args.points,
-            rule=args.rule, levels=args.levels, chunk_rows=args.chunk_rows, reverse_step=args.reverse_step,
+            rule=args.rule, levels=levels, chunk_rows=args.chunk_rows, reverse_step=args.reverse_step,
             variance=args.variance,
             adaptation=adaptation, event_shape=shape, dtype=args.dtype, device=args.device,
             threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
+            trust_components=args.trust_components,
             progress=args.progress, picture=args.picture, components_label=args.components,
             components_source=source.read_bytes() if source.is_file() else None)
     except CompositionError:
         raise
     except ValueError as error:        # RunError, and bad option values named by the library
-        raise CommandError(str(error)) from None
+        raise _option_error(error, args) from None
     if result is not None:
         print(f"{result.samples.shape[0]} samples of shape {tuple(result.samples.shape[1:])} "
               f"written to {result.out}")

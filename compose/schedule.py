@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 import torch
 
@@ -109,23 +111,11 @@ class Schedule:
 
     def _respacing_levels(self, levels) -> torch.Tensor:
         T = self.T
-        if isinstance(levels, numbers.Integral) and not isinstance(levels, bool):
-            if not 1 <= levels <= T:
-                raise ValueError(f"levels: number of levels must be in 1..{T}, got {levels}")
-            k = torch.arange(1, int(levels) + 1, dtype=torch.int64)
+        levels = parse_levels(levels, T)
+        if isinstance(levels, int):
+            k = torch.arange(1, levels + 1, dtype=torch.int64)
             return (2 * k * T + levels) // (2 * levels)                    # round(k T / S), half up
-        if isinstance(levels, (str, bytes, bool)) or not hasattr(levels, "__iter__"):
-            raise ValueError(f"levels: expected an int or an increasing sequence of levels in "
-                             f"1..{T}, got {levels!r:.60}")
-        values = list(levels.flatten().tolist() if isinstance(levels, torch.Tensor) else levels)
-        for value in values:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= T:
-                raise ValueError(f"levels: every level must be an integer in 1..{T}, got {value!r}")
-        if not values:
-            raise ValueError("levels: need at least one level, got an empty sequence")
-        if any(b <= a for a, b in zip(values, values[1:])):
-            raise ValueError(f"levels: must be strictly increasing, got {values if len(values) < 12 else values[:12]}")
-        return torch.tensor([int(v) for v in values], dtype=torch.int64)
+        return torch.tensor(levels, dtype=torch.int64)
 
     @property
     def is_respaced(self) -> bool:
@@ -224,8 +214,83 @@ class Schedule:
 
     def __repr__(self) -> str:
         if self.is_respaced:
-            return f"{self.training!r}.respaced({self.T})"
+            levels = self.network_levels.tolist()
+            T, S = self.training.T, self.T
+            even = [(2 * k * T + S) // (2 * S) for k in range(1, S + 1)]
+            return f"{self.training!r}.respaced({S if levels == even else levels})"
         return f"Schedule.{self.name}(T={self.T})" if self.name != "custom" else f"Schedule(T={self.T})"
+
+
+def parse_levels(levels, T: Optional[int] = None, name: str = "levels") -> Union[int, Tuple[int, ...]]:
+    """The one reading of a respacing's `levels` (compile, `Schedule.respaced`, `sample_run`,
+    the command line): S, a number of levels ≥ 1, or the strictly increasing training levels
+    τ_1 < … < τ_S, within 1..T when the schedule's T is given (returned as an int or a tuple).
+
+    S is any integral scalar: a Python or NumPy integer, a 0-d integer tensor or array. The
+    levels are a list, tuple or range of such scalars, or a 1-D integer tensor or array. Any
+    other value (a bool, a float such as 2.7, a string, a dict, a set, a 2-D tensor, an empty
+    sequence) is a ValueError naming it: nothing is rounded, flattened or read as keys.
+    """
+    expected = (f"{name}: expected an int or an increasing sequence of integer levels (S levels, "
+                "or the levels τ_1 < … < τ_S), e.g. 50 or [1, 250, 500, 750, 1000]")
+    bounds = "≥ 1" if T is None else f"in 1..{T}"
+    scalar = _integral(levels)
+    if scalar is not None:
+        if scalar < 1 or (T is not None and scalar > T):
+            raise ValueError(f"{name}: number of levels must be {bounds}, got {scalar}")
+        return scalar
+    if isinstance(levels, (torch.Tensor, np.ndarray)):
+        shape = tuple(levels.shape)
+        if len(shape) != 1:
+            raise ValueError(f"{expected}; got a {len(shape)}-D {type(levels).__name__} of shape "
+                             f"{shape}")
+        if not _integer_dtype(levels.dtype):
+            raise ValueError(f"{expected}; got a {type(levels).__name__} of dtype {levels.dtype}")
+        values = levels.tolist()
+    elif isinstance(levels, (list, tuple, range)):
+        values = []
+        for value in levels:
+            integer = _integral(value)
+            if integer is None:
+                raise ValueError(f"{name}: every level must be an integer, got {_show(value)} in "
+                                 f"{_show(levels)}")
+            values.append(integer)
+    else:
+        raise ValueError(f"{expected}; got {_show(levels)}")
+    if not values:
+        raise ValueError(f"{name}: need at least one level, got an empty sequence")
+    for value in values:
+        if value < 1 or (T is not None and value > T):
+            raise ValueError(f"{name}: every level must be an integer {bounds}, got {value}")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"{name}: must be strictly increasing, got "
+                         f"{values if len(values) < 12 else values[:12]}")
+    return tuple(values)
+
+
+def _integer_dtype(dtype) -> bool:
+    """Whether `dtype` (torch's or NumPy's) is an integer type other than bool."""
+    if isinstance(dtype, torch.dtype):
+        return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+    return np.dtype(dtype).kind in "iu"
+
+
+def _integral(value) -> Optional[int]:
+    """`value` as an int when it is an integral scalar (not a bool, not a float); else None."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        if value.ndim != 0 or not _integer_dtype(value.dtype):
+            return None
+        return int(value.item())
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return None
+
+
+def _show(value) -> str:
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return f"a {value.ndim}-D {type(value).__name__} of dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_T(T) -> int:

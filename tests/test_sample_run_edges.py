@@ -44,4 +44,4 @@ def test_the_command_reports_an_unusable_output_directory(tmp_path, capsys):
     assert cli.main(["sample", "g", "--components", str(source), "--kernel", "MALA",
                      "--step-size", "0.01", "--steps", "1", "--samples", "3", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("compose sample: error: out: cannot use") and str(out) in err
+    assert err.startswith("compose sample: error: --out: cannot use") and str(out) in err

@@ -24,9 +24,10 @@ a damaged one falls back to the one before it (or to the start).
 """
 from __future__ import annotations
 
+import math
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -80,23 +81,103 @@ class BlockFiles:
         return sorted(found)
 
 
-def load_block(files: BlockFiles, b: int, digest: str, rows: Tuple[int, int]) -> dict:
-    """The finished block b; `checkpoint.DamagedFile` if damaged or from other settings."""
+def load_block(files: BlockFiles, b: int, digest: str, rows: Tuple[int, int],
+               settings: SampleSettings, T: int) -> dict:
+    """The finished block b; `checkpoint.DamagedFile` if damaged, from other settings, or not
+    holding what a finished block of these settings holds."""
     path = files.block(b)
     payload = checkpoint.load(path)
-    _check_payload(payload, path, digest, b)
-    if tuple(payload["rows"]) != tuple(rows) or payload["samples"].shape[0] != rows[1] - rows[0]:
-        raise checkpoint.DamagedFile(f"{path}: holds rows {tuple(payload['rows'])}, expected {rows}")
+    _check_payload(payload, path, digest, b, rows)
+    _check_tensor(payload, "samples", path, settings, rows)
+    _check_diagnostics(payload, path, T, 1)
     return payload
 
 
-def _check_payload(payload, path, digest, b) -> None:
+def load_checkpoint(path: Path, b: int, level: int, digest: str, rows: Tuple[int, int],
+                    settings: SampleSettings, T: int, device: torch.device) -> dict:
+    """Block b's checkpoint after `level` (the level its name gives); `checkpoint.DamagedFile`
+    if it is damaged or does not hold what such a checkpoint holds: x of the block's shape
+    and dtype, a positive multiplier, a generator state for `device`, the diagnostics of
+    levels T..level."""
+    payload = checkpoint.load(path)
+    _check_payload(payload, path, digest, b, rows)
+    if payload.get("level") != level:
+        raise checkpoint.DamagedFile(f"{path}: holds level {payload.get('level')!r}, its name "
+                                     f"says {level}")
+    _check_tensor(payload, "x", path, settings, rows)
+    multiplier = payload.get("multiplier")
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) \
+            or not math.isfinite(multiplier) or multiplier <= 0:
+        raise checkpoint.DamagedFile(f"{path}: step-size multiplier {multiplier!r}, expected a "
+                                     "finite number > 0")
+    state, expected = payload.get("generator"), torch.Generator(device=device).get_state()
+    if not isinstance(state, torch.Tensor) or state.dtype != expected.dtype \
+            or tuple(state.shape) != tuple(expected.shape):
+        raise checkpoint.DamagedFile(f"{path}: generator state {_describe(state)}, expected a "
+                                     f"{expected.dtype} tensor of shape {tuple(expected.shape)} "
+                                     f"(a {device.type} generator)")
+    _check_diagnostics(payload, path, T, level)
+    return payload
+
+
+def _check_payload(payload, path, digest, b, rows) -> None:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise checkpoint.DamagedFile(f"{path}: not a block file of this version")
     if payload.get("settings_sha256") != digest:
         raise checkpoint.DamagedFile(f"{path}: written by a run with other settings")
     if payload.get("block") != b:
-        raise checkpoint.DamagedFile(f"{path}: holds block {payload.get('block')}, expected {b}")
+        raise checkpoint.DamagedFile(f"{path}: holds block {payload.get('block')!r}, expected {b}")
+    held = payload.get("rows")
+    if not isinstance(held, (list, tuple)) or [type(r) for r in held] != [int, int] \
+            or tuple(held) != tuple(rows):
+        raise checkpoint.DamagedFile(f"{path}: holds rows {held!r}, expected {list(rows)}")
+
+
+def _check_tensor(payload, key, path, settings: SampleSettings, rows) -> None:
+    """payload[key] is the block's chains: shape (rows, *event_shape), the run's dtype."""
+    value = payload.get(key)
+    shape = (rows[1] - rows[0],) + tuple(settings.event_shape)
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape \
+            or value.dtype != settings.torch_dtype:
+        raise checkpoint.DamagedFile(f"{path}: '{key}' is {_describe(value)}, expected a "
+                                     f"{settings.torch_dtype} tensor of shape {shape}")
+
+
+_DIAGNOSTICS = {f.name for f in fields(LevelDiagnostics)}
+
+
+def _check_diagnostics(payload, path, T: int, last: int) -> None:
+    """payload['diagnostics'] holds one dict per level T, T − 1, …, `last`, with the fields of
+    `LevelDiagnostics` (numbers; evaluations a dict of label → number)."""
+    rows = payload.get("diagnostics")
+    count = T - last + 1
+    if not isinstance(rows, list) or len(rows) != count:
+        raise checkpoint.DamagedFile(f"{path}: diagnostics are {_describe(rows)}, expected a list "
+                                     f"of {count} (levels {T}..{last})")
+    for expected, row in zip(range(T, last - 1, -1), rows):
+        problem = None
+        if not isinstance(row, dict) or set(row) != _DIAGNOSTICS:
+            problem = f"{_describe(row)}, expected a dict of {', '.join(sorted(_DIAGNOSTICS))}"
+        elif row["level"] != expected:
+            problem = f"level {row['level']!r}, expected {expected}"
+        elif not all(_number(row[k]) for k in _DIAGNOSTICS - {"evaluations"}) \
+                or not isinstance(row["evaluations"], dict) \
+                or not all(isinstance(k, str) and _number(v) for k, v in row["evaluations"].items()):
+            problem = "values that are not numbers"
+        if problem is not None:
+            raise checkpoint.DamagedFile(f"{path}: the diagnostics of level {expected} hold {problem}")
+
+
+def _number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}" if value is not None else "missing"
 
 
 def run_block(b: int, settings: SampleSettings, digest: str, target, kernel, adaptation,
@@ -111,7 +192,7 @@ def run_block(b: int, settings: SampleSettings, digest: str, target, kernel, ada
     T = target.schedule.T
     if files.block(b).exists():
         try:
-            payload = load_block(files, b, digest, rows)
+            payload = load_block(files, b, digest, rows, settings, T)
             on_level(T)
             return payload
         except FileNotFoundError:       # removed meanwhile (by another run in this directory)
@@ -120,7 +201,7 @@ def run_block(b: int, settings: SampleSettings, digest: str, target, kernel, ada
             log(f"block {b}: {error}; sampling it again")
             files.block(b).unlink(missing_ok=True)
 
-    state = _latest_checkpoint(b, files, digest, rows, log)
+    state = _latest_checkpoint(b, files, digest, rows, settings, T, device, log)
     generator = torch.Generator(device=device)
     if state is None:
         generator.manual_seed(block_seed(settings.seed, b))
@@ -162,15 +243,11 @@ def _save_checkpoint(files, b, rows, digest, level, x, multiplier, generator, le
         path.unlink(missing_ok=True)
 
 
-def _latest_checkpoint(b, files, digest, rows, log) -> Optional[dict]:
+def _latest_checkpoint(b, files, digest, rows, settings, T, device, log) -> Optional[dict]:
     """The furthest good checkpoint of block b; damaged ones are reported and removed."""
     for level, path in files.checkpoints(b):
         try:
-            payload = checkpoint.load(path)
-            _check_payload(payload, path, digest, b)
-            if tuple(payload["rows"]) != tuple(rows) or payload.get("level") != level:
-                raise checkpoint.DamagedFile(f"{path}: does not match its name")
-            return payload
+            return load_checkpoint(path, b, level, digest, rows, settings, T, device)
         except FileNotFoundError:       # removed meanwhile: the next one is tried
             continue
         except checkpoint.DamagedFile as error:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -29,8 +29,10 @@ from ..sampler import Adaptation
 from . import blocks as _blocks
 from . import checkpoint, outputs
 from .group import Group, pick_device
-from .settings import (RunError, SampleSettings, adaptation_setting, components_digest,
-                       default_block_size, differences, levels_setting, step_size_setting)
+from ..schedule import Schedule
+from .identity import ComponentsIdentity
+from .settings import (RunError, SampleSettings, adaptation_setting, default_block_size,
+                       differences, integer_setting, levels_setting, step_size_setting)
 
 
 @dataclass
@@ -53,7 +55,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
                adaptation: Union[None, bool, Adaptation] = None,
                event_shape: Optional[Sequence[int]] = None, dtype: str = "float32",
                device: str = "auto", threads: Optional[int] = 1, checkpoint_every: int = 1,
-               resume: bool = False, progress: Optional[bool] = None, picture: bool = True,
+               resume: bool = False, trust_components: bool = False,
+               progress: Optional[bool] = None, picture: bool = True,
                components_label: Optional[str] = None, components_source: Optional[bytes] = None,
                log: Optional[Callable[[str], None]] = None) -> Optional[RunResult]:
     """Sample a composition into the directory `out`; the Python form of ``compose sample``.
@@ -72,7 +75,9 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         threads: torch intra-op threads per process (None: leave as is). Part of the settings:
             a different number of threads may change the last bits of network outputs.
         checkpoint_every: checkpoint each block after every this many levels.
-        resume: continue the run in `out` (an error if its settings differ).
+        resume: continue the run in `out` (an error if its settings differ, or if the identity
+            of some component cannot be established: `ComponentsIdentity`).
+        trust_components: resume even so (you vouch that the components are the same).
         progress: a bar over levels on rank 0 (default: when stderr is a terminal).
         picture: write samples.png.
         components_label, components_source: where the components came from (recorded in
@@ -82,35 +87,51 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
     Returns:
         RunResult on rank 0 (None on the other ranks).
     """
+    # checked before anything happens: a refused call changes no thread count, starts no
+    # process group and writes no file
+    if threads is not None:
+        threads = integer_setting("threads", threads, 1)
+    checkpoint_every = integer_setting("checkpoint_every", checkpoint_every, 1)
+    wants_progress(progress)
+    if not isinstance(components, Mapping):
+        raise RunError(f"components: expected a dict of name -> component, got {type(components).__name__}")
+    if not isinstance(out, (str, Path)):
+        raise RunError(f"out: expected a directory path, got {type(out).__name__}")
+    out = Path(out)
+    samples = integer_setting("samples", samples, 1)
+    if block_size is not None:
+        block_size = integer_setting("block_size", block_size, 1)
+    points = integer_setting("points", points, 0)
+    if chunk_rows is not None:
+        chunk_rows = integer_setting("chunk_rows", chunk_rows, 1)
     torch_device = pick_device(device)
     group = Group(torch_device)
     previous_threads = torch.get_num_threads()
     try:
         if threads is not None:
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(threads)
         say = log or _stderr(group)
-        out = Path(out)
-        if not isinstance(components, Mapping):
-            raise RunError(f"components: expected a dict of name -> component, got {type(components).__name__}")
-        levels = levels_setting(levels)
+        respacing = levels_setting(levels)
         target = compile(expression, dict(components), path=path, points=points, rule=rule,
                          chunk_rows=chunk_rows, event_shape=event_shape,
-                         levels=list(levels) if isinstance(levels, tuple) else levels)
+                         levels=levels if isinstance(levels, Schedule) else respacing)
         shape = _event_shape(target, event_shape)
         block = block_size if block_size is not None else default_block_size(shape, torch_device.type, samples)
+        identity = ComponentsIdentity.of(dict(components), components_source)
         settings = SampleSettings(
-            expression=expression,
-            components_sha256=components_digest(dict(components), components_source),
+            expression=expression, components_sha256=identity.digest,
             kernel=kernel, step_size=step_size_setting(step_size),
             steps=0 if kernel == "Reverse" else steps, samples=samples, seed=seed,
             block_size=block, event_shape=shape, leapfrog=leapfrog, damping=damping, path=path,
-            points=points, rule=rule, levels=levels, chunk_rows=chunk_rows,
+            points=points, rule=rule, levels=respacing, chunk_rows=chunk_rows,
             reverse_step=reverse_step or kernel == "Reverse",
             variance=variance, adaptation=adaptation_setting(adaptation), dtype=dtype,
             device=torch_device.type, threads=threads)
-        _integer_at_least("checkpoint_every", checkpoint_every, 1)
-        wants_progress(progress)                        # a bad value fails before any file
         sampler_kernel, adapt = settings.make_kernel(), settings.make_adaptation()
+        # the plan of one block: its calls are what a process evaluates at a time (a kernel
+        # the composition cannot be sampled with is refused here, before any file)
+        plan = target.plan_for(sampler_kernel, settings.steps, settings.block_size,
+                               settings.reverse_step, device=torch_device)
         digest = settings.digest()
 
         # 1. every rank must be running the same thing
@@ -120,11 +141,11 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
                 raise RunError(f"rank {rank}'s settings differ from rank 0's: "
                                + "; ".join(differences(everyone[0], other)))
         # 2. rank 0 prepares the directory; everyone learns whether that worked
-        problem = None
+        problem, created = None, []
         if group.rank == 0:
             try:
-                _prepare(out, settings, digest, resume, target, sampler_kernel, torch_device, say,
-                         components_label or "<dict>")
+                created = _prepare(out, settings, digest, resume, plan, identity, trust_components,
+                                   say, components_label or "<dict>")
             except RunError as error:
                 problem = str(error)
             except OSError as error:         # a file in the way, no permission, no such disk
@@ -145,6 +166,11 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
             for b in mine:
                 _blocks.run_block(b, settings, digest, target, sampler_kernel, adapt, files,
                                   torch_device, checkpoint_every, say, bar.update)
+        except Exception:
+            # a run that failed before anything was sampled (a network that fails at its first
+            # call) did not start: its directory is left as it was found
+            _unmake(created, files)
+            raise
         finally:
             bar.close()
         group.barrier()
@@ -172,23 +198,31 @@ def _event_shape(target, event_shape) -> tuple:
     return tuple(int(d) for d in event_shape)
 
 
-def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, target, kernel,
-             device, say, components_label: str) -> None:
-    """Check or create the run directory; write run.json and the plan (rank 0)."""
+def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, plan,
+             identity: "ComponentsIdentity", trust_components: bool, say,
+             components_label: str) -> List[Path]:
+    """Check or create the run directory; write run.json and the plan (rank 0). Everything
+    is checked before the first file is written; returns what was created (for `_unmake`)."""
     record = out / "run.json"
+    files = _blocks.BlockFiles(out)
+    created: List[Path] = []
     if record.exists():
         if not resume:
             raise RunError(f"{out} holds a run already: pass --resume (resume=True) to continue "
                            "it, or choose another output directory")
-        try:
-            previous = json.loads(record.read_text())
-            old = previous["settings"]
-        except (ValueError, KeyError, OSError) as error:
-            raise RunError(f"{record}: unreadable ({error}); cannot check what it ran") from None
-        changed = differences(old, settings.to_dict())
+        previous = read_record(record)
+        changed = differences(previous["settings"], settings.to_dict())
         if changed:
+            hint = ""
+            if any(c.startswith("components_sha256") for c in changed):
+                hint = (" (the components are not the ones the run started with: their "
+                        "weights, code, schedules or the file they come from differ)")
             raise RunError(f"--resume: the settings differ from the run in {out}: "
-                           + "; ".join(changed))
+                           + "; ".join(changed) + hint)
+        if identity.unverified and not trust_components:
+            raise RunError(f"--resume: cannot tell whether the components are the ones the run in "
+                           f"{out} started with: {identity.describe()}; pass "
+                           "--trust-components (trust_components=True) to continue it anyway")
         if previous.get("torch") != torch.__version__:
             say(f"note: the run was started with torch {previous.get('torch')}, this is "
                 f"{torch.__version__}; the last bits of the samples may differ")
@@ -196,24 +230,70 @@ def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, tar
         if out.exists() and any(out.iterdir()) and not resume:
             raise RunError(f"{out} is not empty: choose a new output directory (or resume a run "
                            "with --resume)")
+        missing = [d for d in [out, *out.parents] if not d.exists()]
         out.mkdir(parents=True, exist_ok=True)
+        created.extend(reversed(missing))              # outermost first
+        created.append(record)
         outputs.write_json(record, {"settings": settings.to_dict(), "settings_sha256": digest,
                                     "components": components_label,
+                                    "components_unverified": identity.unverified,
                                     "torch": torch.__version__, "compose": __version__,
                                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    files = _blocks.BlockFiles(out)
+    if not files.directory.exists():
+        created.append(files.directory)
     files.directory.mkdir(exist_ok=True)
     for stale in files.directory.glob(".*.tmp-*"):      # writes cut short by a kill
         stale.unlink(missing_ok=True)
-    # the plan of one block: its calls are what a process evaluates at a time
-    plan = target.plan_for(kernel, settings.steps, settings.block_size, settings.reverse_step,
-                           device=device)
     run = {"samples": settings.samples, "block_size": settings.block_size,
            "blocks": settings.num_blocks}
     header = (f"run of {settings.samples} chains in {settings.num_blocks} block(s) of "
               f"{settings.block_size}; the plan of one block:\n")
+    for name in ("plan.txt", "plan.json"):
+        if not (out / name).exists():
+            created.append(out / name)
     checkpoint.write_atomic(out / "plan.txt", (header + str(plan) + "\n").encode())
     outputs.write_json(out / "plan.json", {"run": run, **plan.to_dict()})
+    return created
+
+
+def _unmake(created: List[Path], files: "_blocks.BlockFiles") -> None:
+    """Remove what `_prepare` created, when no block has left a file yet (a run that failed
+    before sampling anything); folders only when empty."""
+    if not created or (files.directory.is_dir() and any(files.directory.iterdir())):
+        return
+    for path in reversed(created):
+        try:
+            path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
+        except OSError:
+            return
+
+
+def read_record(record: Path) -> dict:
+    """run.json of a run, checked: a JSON object whose 'settings' hold every setting."""
+    try:
+        previous = json.loads(record.read_text())
+    except (ValueError, OSError) as error:
+        raise RunError(f"{record}: unreadable ({error}); cannot check what the run ran") from None
+    if not isinstance(previous, dict):
+        raise RunError(f"{record}: holds a JSON {_json_kind(previous)}, expected the object "
+                       "score-compose writes (settings, settings_sha256, ...); the file is "
+                       "damaged: start the run again in a new directory")
+    old = previous.get("settings")
+    if not isinstance(old, dict):
+        raise RunError(f"{record}: 'settings' is {_json_kind(old) if 'settings' in previous else 'missing'}, "
+                       "expected an object of the run's settings; the file is damaged: start "
+                       "the run again in a new directory")
+    missing = [f.name for f in fields(SampleSettings) if f.name not in old]
+    if missing:
+        raise RunError(f"{record}: the settings lack {', '.join(missing)} (the file is damaged, or "
+                       f"written by another version of score-compose: {previous.get('compose')!r}, "
+                       f"this is {__version__}); cannot check what the run ran")
+    return previous
+
+
+def _json_kind(value) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null",
+            int: "number", float: "number"}.get(type(value), type(value).__name__)
 
 
 def _merge(out, settings, digest, files, target, kernel, picture, timing) -> RunResult:
@@ -227,7 +307,7 @@ def _merge(out, settings, digest, files, target, kernel, picture, timing) -> Run
                            "on several machines the output directory must be on a filesystem "
                            "they all share")
         try:
-            block = _blocks.load_block(files, b, digest, span)
+            block = _blocks.load_block(files, b, digest, span, settings, target.T)
         except checkpoint.DamagedFile as error:
             raise RunError(f"block {b}: {error}; run again with --resume to resample it") from None
         samples[span[0]:span[1]] = block.pop("samples")
@@ -243,11 +323,6 @@ def _merge(out, settings, digest, files, target, kernel, picture, timing) -> Run
         outputs.picture(samples, out / "samples.png",
                         f"{settings.expression}  ({name}, N = {settings.samples})")
     return RunResult(samples, diagnostics, out)
-
-
-def _integer_at_least(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise RunError(f"{name}: must be an integer ≥ {low}, got {value!r}")
 
 
 def _stderr(group: Group) -> Callable[[str], None]:

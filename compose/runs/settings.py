@@ -16,12 +16,15 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from .. import kernels
+from ..compiler.compilation import check_event_shape
 from ..compiler.quadrature import RULES
 from ..sampler import Adaptation
 from ..kernels.stepsize import PowerLaw
+from ..schedule import Schedule, parse_levels
 
 #: Kernel names, as in `compose plan --kernel`. "Reverse" is the reverse process alone.
 KERNELS = ("MALA", "ULA", "HMC", "U-HMC", "RWMH", "Reverse")
@@ -63,25 +66,45 @@ class SampleSettings:
     threads: Optional[int] = 1
 
     def __post_init__(self):
+        # Checked and normalised: NumPy scalars, 0-d tensors and tuples given for integers,
+        # numbers and shapes are stored as the Python values JSON and the hash take.
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        if not isinstance(self.expression, str):
+            raise RunError(f"expression: expected a composition string, got {type(self.expression).__name__}")
         if self.kernel not in KERNELS:
             raise RunError(f"kernel: expected one of {', '.join(KERNELS)}, got {self.kernel!r}")
         for name, low in (("steps", 0), ("samples", 1), ("seed", 0), ("block_size", 1),
                           ("leapfrog", 1), ("points", 0)):
-            _integer(name, getattr(self, name), low)
+            put(name, integer_setting(name, getattr(self, name), low))
         if self.chunk_rows is not None:
-            _integer("chunk_rows", self.chunk_rows, 1)
+            put("chunk_rows", integer_setting("chunk_rows", self.chunk_rows, 1))
         if self.threads is not None:
-            _integer("threads", self.threads, 1)
+            put("threads", integer_setting("threads", self.threads, 1))
+        put("step_size", step_size_setting(self.step_size))
         if self.kernel != "Reverse" and self.step_size is None:
             raise RunError(f"step_size: the {self.kernel} kernel needs a step size")
-        if not (isinstance(self.damping, numbers.Real) and 0.0 <= self.damping < 1.0):
+        damping = _real(self.damping)
+        if damping is None or not 0.0 <= damping < 1.0:
             raise RunError(f"damping: must be in [0, 1), got {self.damping!r}")
+        put("damping", damping)
+        try:
+            put("event_shape", check_event_shape(self.event_shape))
+        except ValueError as error:
+            raise RunError(str(error)) from None
+        put("levels", levels_setting(self.levels))
+        if not isinstance(self.reverse_step, (bool, np.bool_)):
+            raise RunError(f"reverse_step: must be True or False, got {self.reverse_step!r}")
+        put("reverse_step", bool(self.reverse_step))
         if self.path not in ("line", "curve"):
             raise RunError(f"path: must be 'line' or 'curve', got {self.path!r}")
         if self.rule not in RULES:
             raise RunError(f"rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
         if self.variance not in ("small", "large"):
             raise RunError(f"variance: must be 'small' or 'large', got {self.variance!r}")
+        if isinstance(self.dtype, torch.dtype):
+            put("dtype", {v: k for k, v in DTYPES.items()}.get(self.dtype, self.dtype))
         if self.dtype not in DTYPES:
             raise RunError(f"dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.device not in BLOCK_BUDGET:
@@ -154,22 +177,25 @@ def step_size_setting(value) -> Union[None, float, Tuple[float, float]]:
         return None
     if isinstance(value, PowerLaw):
         return (float(value.a), float(value.b))
+    given = repr(value)
     if isinstance(value, str):
-        parts = value.split(",")
         try:
-            numbers_ = [float(p) for p in parts]
+            parsed = [float(p) for p in value.split(",")]
         except ValueError:
-            raise RunError(f"step_size: expected a number or 'a,b' (η_t = a·β_t^b), got {value!r}") from None
-        value = numbers_[0] if len(numbers_) == 1 else tuple(numbers_)
+            raise RunError(f"step_size: expected a number or 'a,b' (η_t = a·β_t^b), e.g. 0.05 or "
+                           f"4.03,1.34; got {given}") from None
+        value = parsed[0] if len(parsed) == 1 else tuple(parsed)
     if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise RunError(f"step_size: a power law needs two numbers a,b, got {value!r}")
-        law = PowerLaw(float(value[0]), float(value[1]))            # validates a > 0, finite
-        return (law.a, law.b)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or value <= 0:
-        raise RunError(f"step_size: must be a finite number > 0 or a power law a,b, got {value!r}")
-    return float(value)
+        pair = [_real(v) for v in value]
+        if len(pair) != 2 or None in pair or not all(map(math.isfinite, pair)) or pair[0] <= 0:
+            raise RunError(f"step_size: a power law a,b (η_t = a·β_t^b) needs two finite numbers "
+                           f"with a > 0, e.g. 4.03,1.34; got {given}")
+        return (pair[0], pair[1])
+    number = _real(value)
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise RunError(f"step_size: must be a finite number > 0 or a power law a,b "
+                       f"(η_t = a·β_t^b, a > 0), got {given}")
+    return number
 
 
 def adaptation_setting(value) -> Optional[Dict[str, Any]]:
@@ -180,24 +206,22 @@ def adaptation_setting(value) -> Optional[Dict[str, Any]]:
         value = Adaptation()
     if not isinstance(value, Adaptation):
         raise RunError(f"adaptation: expected a compose.Adaptation, True or None, got {type(value).__name__}")
-    return {"band": list(value.band), "warmup_steps": value.warmup_steps, "factor": value.factor}
+    return {"band": [float(b) for b in value.band], "warmup_steps": int(value.warmup_steps),
+            "factor": float(value.factor)}
 
 
 def levels_setting(value) -> Union[None, int, Tuple[int, ...]]:
-    """Respacing as a setting: None, S (S evenly spaced training levels) or increasing levels.
-    Text form (the command line): "50" or "1,250,500,750,1000"."""
+    """Respacing as a setting: None, S (S evenly spaced training levels) or the increasing
+    training levels, read as `compose.compile` reads them (`Schedule.respaced`); a respaced
+    `Schedule` stands for its training levels."""
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            parts = [int(p) for p in value.split(",")]
-        except ValueError:
-            raise RunError(f"levels: expected S or increasing levels L1,L2,..., got {value!r}") from None
-        value = parts[0] if len(parts) == 1 else parts
-    if isinstance(value, (list, tuple, torch.Tensor)):
-        return tuple(int(v) for v in value)
-    _integer("levels", value, 1)
-    return int(value)
+    if isinstance(value, Schedule):
+        value = value.network_levels
+    try:
+        return parse_levels(value)
+    except ValueError as error:
+        raise RunError(str(error)) from None
 
 
 def default_block_size(event_shape: Sequence[int], device: str, samples: int) -> int:
@@ -206,28 +230,25 @@ def default_block_size(event_shape: Sequence[int], device: str, samples: int) ->
     return max(1, min(samples, BLOCK_BUDGET[device] // max(1, numel)))
 
 
-def components_digest(components: Dict[str, object], source: Optional[bytes] = None) -> str:
-    """SHA-256 over the components' names, kinds, descriptions, schedules and weights (and the
-    bytes of the file they came from): a changed model makes a resumed run refuse to continue.
-    Where the components were loaded from is not part of it (a path may be written two ways)."""
-    h = hashlib.sha256()
-    if source is not None:
-        h.update(source)
-    for name in sorted(components):
-        value = components[name]
-        h.update(f"{name}={type(value).__module__}.{type(value).__qualname__}\n".encode())
-        schedule = getattr(value, "schedule", None)
-        if isinstance(getattr(schedule, "betas", None), torch.Tensor):
-            h.update(schedule.betas.detach().cpu().double().numpy().tobytes())
-        if isinstance(value, torch.nn.Module):
-            h.update(repr(value).encode())
-            for key, tensor in value.state_dict().items():
-                h.update(key.encode())
-                h.update(str(tensor.dtype).encode())
-                h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _integer(name: str, value, low: int) -> None:
+def integer_setting(name: str, value, low: int) -> int:
+    """`value` as an int ≥ `low` (a Python or NumPy integer, or a 0-d integer tensor or
+    array), or a RunError naming `name`: bools and floats are not integers."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise RunError(f"{name}: must be an integer ≥ {low}, got {value!r}")
+    return int(value)
+
+
+def _scalar(value):
+    """A 0-d tensor or array as its Python number (bool, int or float); anything else as is."""
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+def _real(value) -> Optional[float]:
+    """`value` as a float when it is a real number (Python, NumPy, a 0-d real tensor); else None."""
+    value = _scalar(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
