@@ -21,6 +21,13 @@ import torch.distributed as dist
 #: How long a rank waits for the others at a barrier: a rank that finished its blocks waits
 #: for the slowest one, which can take hours on a large run.
 TIMEOUT = timedelta(hours=72)
+#: How long a rank waits to reach the launcher's store at MASTER_ADDR:MASTER_PORT. torchrun
+#: starts its workers only after its own rendezvous, so they find the store at once; a
+#: store that cannot be reached is a launch error, not a slow rank.
+RENDEZVOUS_TIMEOUT = timedelta(minutes=2)
+LAUNCH_FORMS = ("torchrun --standalone --nproc_per_node=P -m compose sample ... (one machine), or "
+                "--rdzv-backend=c10d --rdzv-endpoint=HOST:PORT (a free port, or HOST:0 on one "
+                "machine for torchrun to pick one)")
 
 
 def launched() -> bool:
@@ -65,6 +72,31 @@ def _end_with_launcher() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _rendezvous():
+    """(store, rank, world size) of the env:// rendezvous that `init_process_group` would make,
+    but bounded by RENDEZVOUS_TIMEOUT instead of the barriers' 72 hours: MASTER_PORT=0 (the
+    static rendezvous of ``torchrun --rdzv-endpoint=HOST:0`` passes it on as it is) and a store
+    that cannot be reached are errors that say how to launch, never a silent wait."""
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    where = f"MASTER_ADDR={addr!r}, MASTER_PORT={port!r}"
+    if not addr or not port or not port.isdigit() or not 0 < int(port) < 2 ** 16:
+        zero = " (port 0 is what torchrun's static rendezvous passes on from " \
+               "--rdzv-endpoint=HOST:0; only --rdzv-backend=c10d picks a free port)" \
+            if port == "0" else ""
+        raise ValueError(f"torchrun: the workers got {where}, which no process can listen on "
+                         f"or reach{zero}; launch with {LAUNCH_FORMS}")
+    try:
+        store, rank, world = next(dist.rendezvous("env://", timeout=RENDEZVOUS_TIMEOUT))
+    except Exception as error:          # DistStoreError, RuntimeError, TimeoutError, ValueError
+        seconds = int(RENDEZVOUS_TIMEOUT.total_seconds())
+        raise ValueError(f"torchrun: could not reach the store at {where} within {seconds} s "
+                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                         f"launch with {LAUNCH_FORMS}") from None
+    store.set_timeout(TIMEOUT)
+    # as init_process_group does with the store it makes: the store may be shared (torchrun's)
+    return dist.PrefixStore("default_pg", store), rank, world
+
+
 class Group:
     """Rank, world size and the few collective operations a run needs."""
 
@@ -77,11 +109,14 @@ class Group:
             _end_with_launcher()
             if not dist.is_available():
                 raise ValueError("torchrun: this torch was built without torch.distributed")
+            store, rank, world = _rendezvous()
             if device.type == "cuda":
                 torch.cuda.set_device(device)
-                dist.init_process_group("nccl", timeout=TIMEOUT, device_id=device)
+                dist.init_process_group("nccl", store=store, rank=rank, world_size=world,
+                                        timeout=TIMEOUT, device_id=device)
             else:
-                dist.init_process_group("gloo", timeout=TIMEOUT)
+                dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
+                                        timeout=TIMEOUT)
             self.distributed = self.owned = True
         else:
             self.distributed = False
