@@ -111,8 +111,12 @@ def flatten(expr: Expr, weight: float = 1.0, view: Optional[windows.Box] = None,
         if isinstance(node, Leaf):
             terms.append(_leaf_term(node, w, box, canvas))
         elif isinstance(node, Window):
-            bounds = windows.resolve(node.items, windows.box_shape(box),
-                                     f"window [{windows.format_items(node.items)}] of '{short(node.expr)}'")
+            try:
+                bounds = windows.resolve(node.items, windows.box_shape(box),
+                                         f"window [{windows.format_items(node.items)}] of "
+                                         f"'{short(node.expr)}'")
+            except CompositionError as error:
+                raise CompositionError(error.message, span=node.span) from None
             stack.append((node.expr, w, windows.inner_box(box, bounds)))
         elif isinstance(node, (Product, Quotient)):
             sign = -1.0 if isinstance(node, Quotient) else 1.0
@@ -131,6 +135,30 @@ def flatten(expr: Expr, weight: float = 1.0, view: Optional[windows.Box] = None,
         else:
             raise CompositionError(f"cannot compile a {type(node).__name__}")
     return terms
+
+
+def check_names(expr: Expr) -> None:
+    """One component per name in the whole composition: leaves (whatever their conditions and
+    windows, inside mixtures too) and guidance classifiers. Plans, `Target.labels` and the
+    evaluation counts name terms by these names, so two components sharing one would be
+    counted as one (a CompositionError at the second, where it was written)."""
+    seen = {}
+    for node in expr.nodes():
+        if isinstance(node, Leaf):
+            named = [(node.name, node.component, node.span)]
+        elif isinstance(node, Guidance):
+            named = [(getattr(c.classifier, "name", None), c.classifier, c.span)
+                     for c in node.conditions]
+        else:
+            continue
+        for name, component, span in named:
+            if component is None or not isinstance(name, str):
+                continue
+            first = seen.setdefault(name, component)
+            if first is not component:
+                raise CompositionError(
+                    f"name '{name}' refers to two different components; plans and evaluation "
+                    "counts name terms by their component, so give each its own name", span=span)
 
 
 def _weight(weight: float, factor: float, node: Expr) -> float:
