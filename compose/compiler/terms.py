@@ -37,7 +37,6 @@ class Term:
         conditions: passed to the component's network.
         method: "analytic", "energy", "classifier", "mixture" (exact) or "score" (integrated).
         window: the box of the canvas the term sees (docs/windows.md), None for the whole.
-        network: how the evaluation counter names its calls: the label without the window.
     """
 
     label: str
@@ -46,11 +45,6 @@ class Term:
     conditions: Tuple = ()
     method: str = "score"
     window: Optional[windows.Box] = None
-    network: str = ""
-
-    def __post_init__(self):
-        if not self.network:
-            self.network = self.label
 
     @property
     def exact(self) -> bool:
@@ -187,7 +181,7 @@ def _leaf_term(leaf: Leaf, weight: float, view, canvas) -> Term:
     method = component.kind if component.has_log_density else "score"
     window = _window_of(view, canvas, component, f"'{leaf}'")
     label = str(leaf) + ("" if window is None else windows.label_box(window, canvas))
-    return Term(label, weight, component, leaf.conditions, method, window, str(leaf))
+    return Term(label, weight, component, leaf.conditions, method, window)
 
 
 def _classifier_term(condition: Condition, weight: float, view, canvas) -> Term:
@@ -200,7 +194,7 @@ def _classifier_term(condition: Condition, weight: float, view, canvas) -> Term:
     name = f"{clf.name}[{condition}]"
     window = _window_of(view, canvas, clf, f"classifier '{clf.name}'")
     label = name + ("" if window is None else windows.label_box(window, canvas))
-    return Term(label, weight, clf, conditions, "classifier", window, name)
+    return Term(label, weight, clf, conditions, "classifier", window)
 
 
 def _check_conditions(component, conditions, where: str, span) -> None:
@@ -268,7 +262,7 @@ def merge(terms: List[Term]) -> List[Term]:
             merged[key].weight = total
         else:
             merged[key] = Term(term.label, term.weight, term.source, term.conditions, term.method,
-                               term.window, term.network)
+                               term.window)
     labels = {}
     for term in merged.values():
         if term.label in labels and labels[term.label] is not term.source:
