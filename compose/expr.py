@@ -66,13 +66,27 @@ def _format_value(value: ConditionValue) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
+def short_number(value: Any) -> str:
+    """A value for a message: an int written out when short, else its first digits and its
+    length (10**400 is too large for a float, so '%g' cannot show it); anything else its repr,
+    cut to 60 characters."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        digits = str(abs(int(value)))
+        if len(digits) > 20:
+            return f"{'-' if value < 0 else ''}{digits[:4]}… (an integer of {len(digits)} digits)"
+    return f"{value!r:.60}"
+
+
 def _check_real(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise CompositionError(f"{what} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise CompositionError(f"{what} must be finite, got {value!r}")
-    return value
+        raise CompositionError(f"{what} must be a real number, got {value!r:.60}")
+    try:
+        number = float(value)
+    except OverflowError:                       # an int beyond the floats, 10**400
+        number = math.inf
+    if not math.isfinite(number):
+        raise CompositionError(f"{what} must be finite, got {short_number(value)}")
+    return number
 
 
 def check_condition_value(variable: str, value: Any, what: str) -> ConditionValue:
@@ -86,7 +100,10 @@ def check_condition_value(variable: str, value: Any, what: str) -> ConditionValu
         return value
     if isinstance(value, numbers.Integral):
         return int(value)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:                       # a Real type beyond the floats
+        value = math.inf
     if not math.isfinite(value):
         raise CompositionError(f"{what}: value of condition '{variable}' must be finite, got {value!r}")
     return value

@@ -188,8 +188,9 @@ def _index(box: Box) -> tuple:
 
 
 def crop(x: torch.Tensor, box: Box) -> torch.Tensor:
-    """x[:, W]: the window of every row of a batch x of shape (N, *canvas) (a view)."""
-    return x[_index(box)]
+    """x[:, W]: the window of every row of a batch x of shape (N, *canvas), contiguous (a
+    strided view would break networks that call ``.view`` on their input)."""
+    return x[_index(box)].contiguous()
 
 
 def scatter(values: torch.Tensor, box: Box, canvas: Sequence[int]) -> torch.Tensor:

@@ -177,7 +177,7 @@ def _leaf_term(leaf: Leaf, weight: float, view, canvas) -> Term:
     if component.is_classifier:
         raise CompositionError(f"'{leaf.name}' is a classifier: use it in guidance "
                                f"(| {component.variable}=...)", span=leaf.span)
-    _check_conditions(component, leaf.conditions, f"'{leaf}'", leaf.span)
+    _check_conditions(component, leaf.conditions, f"'{short(leaf)}'", leaf.span)
     method = component.kind if component.has_log_density else "score"
     window = _window_of(view, canvas, component, f"'{leaf}'")
     label = str(leaf) + ("" if window is None else windows.label_box(window, canvas))

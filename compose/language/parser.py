@@ -236,7 +236,8 @@ _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 def _real(token: Token, what: str) -> float:
     value = float(token)
     if value != value or value in (float("inf"), float("-inf")):
-        raise CompositionError(f"{what} must be finite, got {token}", span=_token_place(token))
+        shown = token if len(token) <= 24 else f"{token[:12]}… ({len(token)} characters)"
+        raise CompositionError(f"{what} must be finite, got {shown}", span=_token_place(token))
     return value
 
 
