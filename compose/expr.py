@@ -66,13 +66,32 @@ def _format_value(value: ConditionValue) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
+def short_number(value: Any) -> str:
+    """A value for a message: an int written out when short, else its first digits and its
+    length (10**400 is too large for a float, so '%g' cannot show it); anything else its repr,
+    cut to 60 characters."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        digits = str(abs(int(value)))
+        if len(digits) > 20:
+            return f"{'-' if value < 0 else ''}{digits[:4]}… (an integer of {len(digits)} digits)"
+    return f"{value!r:.60}"
+
+
 def _check_real(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise CompositionError(f"{what} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise CompositionError(f"{what} must be finite, got {value!r}")
-    return value
+        hint = ""
+        if isinstance(value, Expr) or hasattr(value, "as_leaf"):
+            hint = " (an exponent is a number; a product of powers is written p ** a * q ** b)"
+        elif callable(getattr(value, "item", None)):
+            hint = " (a Python or NumPy number; write float(w) for a tensor w)"
+        raise CompositionError(f"{what} must be a real number, got {value!r:.60}{hint}")
+    try:
+        number = float(value)
+    except OverflowError:                       # an int beyond the floats, 10**400
+        number = math.inf
+    if not math.isfinite(number):
+        raise CompositionError(f"{what} must be finite, got {short_number(value)}")
+    return number
 
 
 def check_condition_value(variable: str, value: Any, what: str) -> ConditionValue:
@@ -86,7 +105,10 @@ def check_condition_value(variable: str, value: Any, what: str) -> ConditionValu
         return value
     if isinstance(value, numbers.Integral):
         return int(value)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:                       # a Real type beyond the floats
+        value = math.inf
     if not math.isfinite(value):
         raise CompositionError(f"{what}: value of condition '{variable}' must be finite, got {value!r}")
     return value
@@ -102,6 +124,39 @@ def _check_conditions(conditions: Any, what: str) -> Tuple[Tuple[str, ConditionV
             raise CompositionError(f"{what}: condition '{variable}' is given twice")
         seen.add(variable)
     return tuple((v, check_condition_value(v, x, what)) for v, x in items)
+
+
+_GUIDANCE_FORMS = ("expr | clf.condition(7), expr | (clf.condition(7), style.condition(2)) or "
+                   "expr.guide(clf.condition(7), scale=3) (the language's expr | class=7 @ 3)")
+_GUIDANCE_FORM = "guidance needs a condition bound to a classifier: " + _GUIDANCE_FORMS
+
+_NO_SUBTRACTION = ("distributions do not subtract: p / q subtracts log-densities "
+                   "(log p − log q), p ** -1 negates one, and p + q is a mixture")
+
+
+def guidance_conditions(conditions: Any) -> Tuple["Condition", ...]:
+    """The conditions of ``expr | conditions``: one `Condition`, or a tuple or list of them;
+    anything else (a number, a string, a classifier, None) is a CompositionError showing the
+    form."""
+    if isinstance(conditions, Condition):
+        return (conditions,)
+    if isinstance(conditions, (tuple, list)) and not conditions:
+        raise CompositionError("guidance needs at least one condition, e.g. " + _GUIDANCE_FORMS)
+    if isinstance(conditions, (tuple, list)):
+        for c in conditions:
+            if not isinstance(c, Condition):
+                break
+        else:
+            return tuple(conditions)
+        wrong = c
+    else:
+        wrong = conditions
+    if getattr(wrong, "is_classifier", False):
+        variable = getattr(wrong, "variable", "class")
+        raise CompositionError(f"guidance takes a condition of the classifier, not the classifier: "
+                               f"write expr | {getattr(wrong, 'name', 'clf')}.condition(value) "
+                               f"(the language's expr | {variable}=value)")
+    raise CompositionError(f"{_GUIDANCE_FORM}; got {short_number(wrong)}")
 
 
 class Expr:
@@ -131,9 +186,27 @@ class Expr:
 
     def __or__(self, conditions: Any) -> "Guidance":
         """``expr | clf.condition(7)`` or ``expr | (c1, c2)``: classifier guidance with scale 1."""
-        if isinstance(conditions, Condition):
-            conditions = (conditions,)
-        return Guidance(self, tuple(conditions), 1.0)
+        return Guidance(self, guidance_conditions(conditions), 1.0)
+
+    def __ror__(self, other: Any):
+        raise CompositionError(f"guidance is written expression | condition, the expression "
+                               f"first: got {short_number(other)} | '{short(self)}'; "
+                               + _GUIDANCE_FORM)
+
+    def __sub__(self, other: Any):
+        raise CompositionError(_NO_SUBTRACTION)
+
+    def __rsub__(self, other: Any):
+        raise CompositionError(_NO_SUBTRACTION)
+
+    def __neg__(self):
+        raise CompositionError(_NO_SUBTRACTION)
+
+    def __matmul__(self, other: Any):
+        raise CompositionError("'@' is the guidance scale of the language (expr | class=7 @ 3); "
+                               "in Python write expr.guide(clf.condition(7), scale=3)")
+
+    __rmatmul__ = __matmul__
 
     def __getitem__(self, key: Any) -> "Window":
         """``expr[:, 0:8, 4:12]``: this expression seen through a window of the canvas."""
@@ -141,7 +214,9 @@ class Expr:
 
     def guide(self, *conditions: "Condition", scale: float = 1.0) -> "Guidance":
         """Classifier guidance: add ``scale · Σ log p_t(variable = value | x)`` to log π."""
-        return Guidance(self, tuple(conditions), scale)
+        if len(conditions) == 1 and isinstance(conditions[0], (tuple, list)):
+            conditions = tuple(conditions[0])
+        return Guidance(self, guidance_conditions(conditions), scale)
 
     def leaves(self) -> Iterator["Leaf"]:
         """Every leaf in the tree, left to right."""
@@ -247,9 +322,10 @@ def as_expr(value: Any) -> Expr:
     to_leaf = getattr(value, "as_leaf", None)
     if callable(to_leaf):
         return to_leaf()
+    kind = type(value).__name__
     raise CompositionError(
-        f"cannot compose a {type(value).__name__}: expected a component or an expression "
-        "(numbers only appear as exponents, e.g. p ** 0.5)")
+        f"cannot compose {'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}: expected a "
+        "component or an expression (numbers only appear as exponents, e.g. p ** 0.5)")
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -279,6 +355,10 @@ class Leaf(Expr):
     def given(self, conditions: Optional[Mapping[str, ConditionValue]] = None,
               **more: ConditionValue) -> "Leaf":
         """The same component evaluated with conditions, e.g. ``p.given({"class": 7})``."""
+        if conditions is not None and not isinstance(conditions, Mapping):
+            raise CompositionError(f"'{self.name}': conditions are a mapping of variables to "
+                                   f"values, e.g. {self.name}.given({{'class': 7}}) or "
+                                   f"{self.name}.given(style=2); got {short_number(conditions)}")
         merged = dict(self.conditions)
         for variable, value in list((conditions or {}).items()) + list(more.items()):
             if variable in merged:
@@ -400,6 +480,13 @@ class Condition:
     def __str__(self) -> str:
         return f"{self.variable}={_format_value(self.value)}"
 
+    def __matmul__(self, scale: Any):
+        name = getattr(self.classifier, "name", "clf")
+        raise CompositionError(f"a guidance scale is given with guide() in Python: "
+                               f"expr.guide({name}.condition({_format_value(self.value)}), "
+                               f"scale={short_number(scale)}) (the language's "
+                               f"expr | {self} @ {short_number(scale)})")
+
 
 @dataclass(frozen=True, repr=False, eq=False)
 class Guidance(Expr):
@@ -414,12 +501,9 @@ class Guidance(Expr):
     precedence = _GUIDANCE
 
     def __post_init__(self):
-        conditions = tuple(self.conditions)
-        if not conditions:
-            raise CompositionError("guidance needs at least one condition, e.g. | class=7")
-        for c in conditions:
-            if not isinstance(c, Condition):
-                raise CompositionError(f"guidance conditions must be Condition objects, got {c!r}")
+        if not isinstance(self.expr, Expr):
+            raise CompositionError(f"guidance applies to an expression, got {short_number(self.expr)}")
+        conditions = guidance_conditions(self.conditions)
         variables = [c.variable for c in conditions]
         for v in variables:
             if variables.count(v) > 1:

@@ -32,7 +32,7 @@ Bound = Tuple[Optional[int], Optional[int]]
 Item = Union[type(Ellipsis), Bound]
 Box = Tuple[Tuple[int, int], ...]
 
-__all__ = ["normalise", "format_items", "resolve", "inner_box", "full_box", "box_shape",
+__all__ = ["normalise", "empty_window", "index_hint", "format_items", "resolve", "inner_box", "full_box", "box_shape",
            "format_box", "label_box", "crop", "scatter", "mask", "boxes_of", "uncovered"]
 
 
@@ -48,11 +48,32 @@ def _bound(value, what: str) -> Optional[int]:
     return int(value)
 
 
+def empty_window(start: Optional[int], stop: Optional[int]) -> str:
+    """Why the written slice start:stop (None where left out) holds nothing, or "" if it may
+    hold something: a stop of 0, or a stop at or before the start."""
+    text = ("" if start is None else str(start)) + ":" + ("" if stop is None else str(stop))
+    if stop is not None and stop <= (start or 0):
+        start_text = "the start, 0 when left out" if start is None else "the start"
+        return f"the window {text} is empty (the stop must be larger than {start_text})"
+    return ""
+
+
+def index_hint(index: int) -> str:
+    """What to write instead of the integer index `index` in a window."""
+    if index >= 0:
+        return (f"an integer index ({index}) would drop a dimension; write the slice "
+                f"{index}:{index + 1}")
+    return (f"an integer index ({index}) would drop a dimension, and windows are counted from "
+            "the start of the canvas (no negative positions): write the slice i:i+1 of position "
+            "i, e.g. n-1:n for the last of a dimension of size n")
+
+
 def normalise(key) -> Tuple[Item, ...]:
     """The items of an indexing key: ``...`` or (start, stop) per written slice.
 
     Accepts slices with non-negative integer (or omitted) bounds and steps of 1, and at most
-    one ``...``. An integer index would drop a dimension and is refused (write ``i:i+1``).
+    one ``...``; an empty slice (``:0``, ``3:3``, ``5:2``) is refused. An integer index would
+    drop a dimension and is refused (write ``i:i+1``).
     Items already normalised (pairs) pass through, checked the same way.
     """
     key = key if isinstance(key, tuple) else (key,)
@@ -75,13 +96,12 @@ def normalise(key) -> Tuple[Item, ...]:
                                        f"{part.step!r}")
             start = _bound(part.start, f"{where}: the start")
             stop = _bound(part.stop, f"{where}: the stop")
-            if start is not None and stop is not None and stop <= start:
-                raise CompositionError(f"{where}: the window {start}:{stop} is empty (the stop "
-                                       "must be larger than the start)")
+            empty = empty_window(start, stop)
+            if empty:
+                raise CompositionError(f"{where}: {empty}")
             items.append((start, stop))
         elif isinstance(part, numbers.Integral) and not isinstance(part, bool):
-            raise CompositionError(f"{where}: an integer index ({part}) would drop a "
-                                   f"dimension; write the slice {part}:{int(part) + 1}")
+            raise CompositionError(f"{where}: {index_hint(int(part))}")
         else:
             raise CompositionError(f"{where}: expected a slice such as 0:8, ':' or '...', got "
                                    f"{part!r}")
@@ -124,9 +144,15 @@ def resolve(items: Sequence[Item], shape: Sequence[int], what: str = "window") -
     for dim, ((start, stop), size) in enumerate(zip(full, shape)):
         start = 0 if start is None else start
         stop = size if stop is None else stop
-        if stop > size or start >= size:
+        if start >= size:
+            raise CompositionError(f"{what} is empty: dimension {dim + 1} has size {size}, and "
+                                   f"the window starts at {start}, at or past its end")
+        if stop > size:
             raise CompositionError(f"{what} leaves the canvas: dimension {dim + 1} has size "
                                    f"{size}, the window spans {start}:{stop}")
+        if stop <= start:
+            raise CompositionError(f"{what} is empty in dimension {dim + 1}: it spans "
+                                   f"{start}:{stop}")
         bounds.append((start, stop))
     return tuple(bounds)
 
@@ -162,8 +188,9 @@ def _index(box: Box) -> tuple:
 
 
 def crop(x: torch.Tensor, box: Box) -> torch.Tensor:
-    """x[:, W]: the window of every row of a batch x of shape (N, *canvas) (a view)."""
-    return x[_index(box)]
+    """x[:, W]: the window of every row of a batch x of shape (N, *canvas), contiguous (a
+    strided view would break networks that call ``.view`` on their input)."""
+    return x[_index(box)].contiguous()
 
 
 def scatter(values: torch.Tensor, box: Box, canvas: Sequence[int]) -> torch.Tensor:

@@ -46,7 +46,9 @@ def test_tapestry_text_and_one_call_per_condition(model):
     score = target.score(x, 2)
     # every window and condition of the one UNet goes through one call of 4 · 5 rows
     assert sum(target.counter.calls.values()) == 1
-    assert target.counter.rows == {"u(class=3)": 5, "u(class=10)": 10, "u(class=7)": 5}
+    assert target.counter.rows == {"u(class=3)[:, :, 0:8]": 5, "u(class=10)[:, :, 0:8]": 5,
+                                   "u(class=7)[:, :, 6:14]": 5, "u(class=10)[:, :, 6:14]": 5}
+    assert list(target.counter.rows) == target.labels()
     # the score is the sum of the windows' guided scores, each put back at its place
     expected = torch.zeros_like(x)
     for digit, start in ((3, 0), (7, 6)):

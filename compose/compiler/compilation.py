@@ -21,7 +21,7 @@ from ..language import parse
 from ..schedule import Schedule
 from .quadrature import check_rule, lobatto
 from .target import PATHS, Target
-from .terms import Term, covered, flatten, leaf_components, merge
+from .terms import Term, check_names, covered, flatten, leaf_components, merge
 
 
 def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", points: int = 0,
@@ -81,6 +81,7 @@ def compile(expr, components: Optional[dict] = None, /, *, path: str = "line", p
 
     canvas = _canvas(expr, event_shape)
     try:
+        check_names(expr)
         terms = merge(flatten(expr, 1.0, None if canvas is None else windows.full_box(canvas), canvas))
     except CompositionError as error:
         if source is None or error.source is not None:

@@ -122,10 +122,11 @@ class Call:
         return self.source.score(inputs, t, self.conditions)
 
     def count(self, counter: "EvaluationCounter", rows: int) -> None:
-        """`rows` per term into the counter under each term's network label; one call."""
+        """`rows` (chains) per term into the counter under each term's label, as the plan and
+        `Target.labels` name it (a window's crop counts for its own term); one call."""
         per_label: "OrderedDict[str, int]" = OrderedDict()
         for term in self.terms:
-            per_label[term.network] = per_label.get(term.network, 0) + rows
+            per_label[term.label] = per_label.get(term.label, 0) + rows
         for i, (label, count) in enumerate(per_label.items()):
             counter.add(label, count, call=i == 0)
 
@@ -136,10 +137,6 @@ class Call:
     @property
     def conditions(self):
         return self.terms[0].conditions
-
-    @property
-    def label(self) -> str:
-        return self.terms[0].network
 
     @property
     def windowed(self) -> bool:
@@ -268,7 +265,7 @@ class Target:
         if isinstance(term.source, MixtureDensity):
             return term.source.log_density_and_score(x, t, self.counter, self._exact_term)
         inputs = x if term.window is None else windows.crop(x, term.window)
-        self.counter.add(term.network, inputs.shape[0])
+        self.counter.add(term.label, inputs.shape[0])
         log_p, score = self._exact_source(term, inputs, t)
         if term.window is not None:
             score = windows.scatter(score, term.window, x.shape[1:])
@@ -283,9 +280,8 @@ class Target:
                 lp, s = self._exact_term(term, x, t)
                 log_density, score = _add(log_density, term.weight * lp), _add(score, term.weight * s)
                 continue
-            inputs = call.inputs(x)
-            self.counter.add(call.label, inputs.shape[0])
-            lp, s = self._exact_source(call.terms[0], inputs, t)
+            call.count(self.counter, x.shape[0])
+            lp, s = self._exact_source(call.terms[0], call.inputs(x), t)
             for weight, part in call.outputs(lp, x, log_density=True):
                 log_density = _add(log_density, weight * part)
             for weight, part in call.outputs(s, x):

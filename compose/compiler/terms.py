@@ -37,7 +37,6 @@ class Term:
         conditions: passed to the component's network.
         method: "analytic", "energy", "classifier", "mixture" (exact) or "score" (integrated).
         window: the box of the canvas the term sees (docs/windows.md), None for the whole.
-        network: how the evaluation counter names its calls: the label without the window.
     """
 
     label: str
@@ -46,11 +45,6 @@ class Term:
     conditions: Tuple = ()
     method: str = "score"
     window: Optional[windows.Box] = None
-    network: str = ""
-
-    def __post_init__(self):
-        if not self.network:
-            self.network = self.label
 
     @property
     def exact(self) -> bool:
@@ -111,8 +105,12 @@ def flatten(expr: Expr, weight: float = 1.0, view: Optional[windows.Box] = None,
         if isinstance(node, Leaf):
             terms.append(_leaf_term(node, w, box, canvas))
         elif isinstance(node, Window):
-            bounds = windows.resolve(node.items, windows.box_shape(box),
-                                     f"window [{windows.format_items(node.items)}] of '{short(node.expr)}'")
+            try:
+                bounds = windows.resolve(node.items, windows.box_shape(box),
+                                         f"window [{windows.format_items(node.items)}] of "
+                                         f"'{short(node.expr)}'")
+            except CompositionError as error:
+                raise CompositionError(error.message, span=node.span) from None
             stack.append((node.expr, w, windows.inner_box(box, bounds)))
         elif isinstance(node, (Product, Quotient)):
             sign = -1.0 if isinstance(node, Quotient) else 1.0
@@ -131,6 +129,30 @@ def flatten(expr: Expr, weight: float = 1.0, view: Optional[windows.Box] = None,
         else:
             raise CompositionError(f"cannot compile a {type(node).__name__}")
     return terms
+
+
+def check_names(expr: Expr) -> None:
+    """One component per name in the whole composition: leaves (whatever their conditions and
+    windows, inside mixtures too) and guidance classifiers. Plans, `Target.labels` and the
+    evaluation counts name terms by these names, so two components sharing one would be
+    counted as one (a CompositionError at the second, where it was written)."""
+    seen = {}
+    for node in expr.nodes():
+        if isinstance(node, Leaf):
+            named = [(node.name, node.component, node.span)]
+        elif isinstance(node, Guidance):
+            named = [(getattr(c.classifier, "name", None), c.classifier, c.span)
+                     for c in node.conditions]
+        else:
+            continue
+        for name, component, span in named:
+            if component is None or not isinstance(name, str):
+                continue
+            first = seen.setdefault(name, component)
+            if first is not component:
+                raise CompositionError(
+                    f"name '{name}' refers to two different components; plans and evaluation "
+                    "counts name terms by their component, so give each its own name", span=span)
 
 
 def _weight(weight: float, factor: float, node: Expr) -> float:
@@ -155,11 +177,11 @@ def _leaf_term(leaf: Leaf, weight: float, view, canvas) -> Term:
     if component.is_classifier:
         raise CompositionError(f"'{leaf.name}' is a classifier: use it in guidance "
                                f"(| {component.variable}=...)", span=leaf.span)
-    _check_conditions(component, leaf.conditions, f"'{leaf}'", leaf.span)
+    _check_conditions(component, leaf.conditions, f"'{short(leaf)}'", leaf.span)
     method = component.kind if component.has_log_density else "score"
     window = _window_of(view, canvas, component, f"'{leaf}'")
     label = str(leaf) + ("" if window is None else windows.label_box(window, canvas))
-    return Term(label, weight, component, leaf.conditions, method, window, str(leaf))
+    return Term(label, weight, component, leaf.conditions, method, window)
 
 
 def _classifier_term(condition: Condition, weight: float, view, canvas) -> Term:
@@ -172,7 +194,7 @@ def _classifier_term(condition: Condition, weight: float, view, canvas) -> Term:
     name = f"{clf.name}[{condition}]"
     window = _window_of(view, canvas, clf, f"classifier '{clf.name}'")
     label = name + ("" if window is None else windows.label_box(window, canvas))
-    return Term(label, weight, clf, conditions, "classifier", window, name)
+    return Term(label, weight, clf, conditions, "classifier", window)
 
 
 def _check_conditions(component, conditions, where: str, span) -> None:
@@ -240,7 +262,7 @@ def merge(terms: List[Term]) -> List[Term]:
             merged[key].weight = total
         else:
             merged[key] = Term(term.label, term.weight, term.source, term.conditions, term.method,
-                               term.window, term.network)
+                               term.window)
     labels = {}
     for term in merged.values():
         if term.label in labels and labels[term.label] is not term.source:

@@ -102,6 +102,12 @@ class Component(nn.Module):
     def __add__(self, other): return self.as_leaf() + other
     def __radd__(self, other): return as_expr(other) + self.as_leaf()
     def __or__(self, conditions): return self.as_leaf() | conditions
+    def __ror__(self, other): return self.as_leaf().__ror__(other)
+    def __sub__(self, other): return self.as_leaf() - other
+    def __rsub__(self, other): return self.as_leaf().__rsub__(other)
+    def __neg__(self): return -self.as_leaf()
+    def __matmul__(self, other): return self.as_leaf() @ other
+    def __rmatmul__(self, other): return self.as_leaf().__rmatmul__(other)
     def __getitem__(self, key): return self.as_leaf()[key]
     __iter__ = None           # indexing makes windows; it must not make components iterable
 

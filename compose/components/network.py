@@ -16,6 +16,7 @@ is converted back to the input's dtype (docs/pretrained.md).
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import numbers
 from typing import Optional, Sequence, Tuple
@@ -23,7 +24,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..expr import Condition, ConditionValue
+from ..expr import Condition, ConditionValue, short_number
 from ..schedule import Schedule
 from .analytic import AnalyticComponent, ExactNoisePrediction
 from .base import Component, Conditions
@@ -44,11 +45,47 @@ def check_condition_tensors(name: str, conditions: Conditions) -> None:
             raise ValueError(f"{name}: a condition cannot be named '{variable}': the network is "
                              f"called as net(x, t, **conditions)")
         if isinstance(value, int) and not _INT64.min <= value <= _INT64.max:
-            raise ValueError(f"{name}: condition '{variable}' = {value:.3g} is outside the int64 "
-                             "range of the tensor it is passed as")
+            raise ValueError(f"{name}: condition '{variable}' = {short_number(value)} is outside "
+                             "the int64 range of the tensor it is passed as")
         if isinstance(value, float) and abs(value) > _FLOAT32_MAX:
             raise ValueError(f"{name}: condition '{variable}' = {value!r} is too large for the "
                              "float32 tensor it is passed as")
+
+
+def refused_keywords(net, variables: Sequence[str]) -> Optional[Tuple[list, str]]:
+    """The condition keywords of `variables` that ``net(x, t, **conditions)`` cannot take, read
+    from the signature of the network's forward (a module's `forward`, else the callable), and
+    that signature as text; None when nothing can be said: no variables, a forward taking
+    ``**kwargs``, or one that cannot be inspected (a builtin, a scripted module)."""
+    if not variables:
+        return None
+    function = net.forward if isinstance(net, nn.Module) else net
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    parameters = list(signature.parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    taken = {p.name for p in positional[:2]}          # x and t fill the first two
+    keywords = {p.name for p in parameters
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in taken}
+    refused = [v for v in variables if v not in keywords]
+    return (refused, str(signature)) if refused else None
+
+
+def check_forward_keywords(name: str, net, conditions: Conditions) -> None:
+    """Raise ValueError, at compile time, for conditions the network's forward does not take
+    as keywords (`refused_keywords`), instead of a TypeError inside the network."""
+    found = refused_keywords(net, [variable for variable, _ in conditions])
+    if found is None:
+        return
+    refused, signature = found
+    listed = ", ".join(f"'{v}'" for v in refused)
+    raise ValueError(f"{name}: the network does not take the condition{'s' if len(refused) > 1 else ''} "
+                     f"{listed}: it is called as net(x, t, **conditions), and its forward is "
+                     f"forward{signature}")
 
 
 def _condition_tensors(conditions: Conditions, n: int, device) -> dict:
@@ -134,6 +171,7 @@ class NetworkComponent(Component):
 
     def check_conditions(self, conditions):
         check_condition_tensors(self.name, conditions)
+        check_forward_keywords(self.name, self.net, conditions)
 
     def network_levels(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """The int64 levels (N,) the network is called with at level t: the training level
@@ -143,10 +181,11 @@ class NetworkComponent(Component):
 
     def network_input(self, x: torch.Tensor) -> torch.Tensor:
         """x in the network's dtype when the network is in half precision (float16, bfloat16),
-        so that it runs in its own dtype; otherwise x unchanged. Outputs are converted back to
-        x's dtype, so chains, scores and Δ stay in the chains' dtype (docs/pretrained.md)."""
+        so that it runs in its own dtype; otherwise in x's dtype. Outputs are converted back to
+        x's dtype, so chains, scores and Δ stay in the chains' dtype (docs/pretrained.md).
+        Contiguous either way: a network may call ``.view`` on its input."""
         dtype = network_dtype(self.net)
-        return x.to(dtype) if dtype in HALF_DTYPES and dtype != x.dtype else x
+        return (x.to(dtype) if dtype in HALF_DTYPES and dtype != x.dtype else x).contiguous()
 
     def call_net(self, x: torch.Tensor, t: int, conditions: Conditions = ()):
         """``net(x, levels, **conditions)`` in the network's dtype at its training levels. An

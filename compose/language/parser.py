@@ -21,6 +21,7 @@ from lark import Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.parsers.lalr_parser_state import ParserState
 
+from .. import windows
 from ..errors import CompositionError, Span
 from ..expr import (Condition, Expr, Guidance, Leaf, Mixture, Power, Product, Quotient, Window,
                     check_condition_value)
@@ -235,7 +236,8 @@ _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 def _real(token: Token, what: str) -> float:
     value = float(token)
     if value != value or value in (float("inf"), float("-inf")):
-        raise CompositionError(f"{what} must be finite, got {token}", span=_token_place(token))
+        shown = token if len(token) <= 24 else f"{token[:12]}… ({len(token)} characters)"
+        raise CompositionError(f"{what} must be finite, got {shown}", span=_token_place(token))
     return value
 
 
@@ -313,17 +315,16 @@ class _Builder:
                 raise CompositionError(f"only steps of 1 are supported in a window, got step "
                                        f"{value}", span=_token_place(value))
         start, stop = _window_bound(start), _window_bound(stop)
-        if start is not None and stop is not None and stop <= start:
-            raise CompositionError(f"the window {start}:{stop} is empty (the stop must be "
-                                   "larger than the start)", span=_span(meta))
+        empty = windows.empty_window(start, stop)
+        if empty:
+            raise CompositionError(empty, span=_span(meta))
         return (start, stop), _span(meta)
 
     def index(self, meta, children):
         (token,) = children
         place = _token_place(token)
-        if _INTEGER.match(token) and int(token) >= 0:
-            raise CompositionError(f"an integer index ({token}) would drop a dimension; write "
-                                   f"the slice {token}:{int(token) + 1}", span=place)
+        if _INTEGER.match(token):
+            raise CompositionError(windows.index_hint(int(token)), span=place)
         raise CompositionError(f"expected a slice such as 0:8, ':' or '...', got {token}",
                                span=place)
 
