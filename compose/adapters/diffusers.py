@@ -205,7 +205,7 @@ class DiffusersScoreModel(ScoreModel):
         elif encode_prompt is not None:
             raise ValueError("encode_prompt: a UNet2DModel takes no text; prompts need a "
                              "UNet2DConditionModel")
-        schedule = Schedule(_scheduler_betas(scheduler), name="custom")
+        schedule = Schedule(scheduler_betas(scheduler), name="custom")
         trained_T = getattr(config, "num_train_timesteps", None)
         if trained_T is not None and int(trained_T) != schedule.T:
             raise ValueError(f"unet: trained with num_train_timesteps={trained_T}, but the "
@@ -499,7 +499,7 @@ def _check_class_embedding(unet) -> None:
                          "or class_embed_type='timestep' are supported")
 
 
-def _scheduler_betas(scheduler) -> torch.Tensor:
+def scheduler_betas(scheduler) -> torch.Tensor:
     """β_1..β_T in float64 such that ᾱ_t = ∏_{s≤t}(1 − β_s) is the scheduler's own table
     ``alphas_cumprod[t − 1]``: β_t = 1 − ᾱ_t/ᾱ_{t−1} (ᾱ_0 = 1), as diffusers' DDPM step derives
     its β from the table. A ValueError naming the cause for schedulers that are not discrete
