@@ -18,6 +18,14 @@ from . import presets
 __version__ = "0.1.0"
 
 
+def __getattr__(name):
+    """``compose.adapters`` on first use, so that ``import compose`` imports no diffusers."""
+    if name == "adapters":
+        import importlib
+        return importlib.import_module(".adapters", __name__)     # also binds compose.adapters
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def parse(text, components=None, /, **more):
     """Parse a composition string into an expression tree (see `compose.language.parse`)."""
     from .language import parse as _parse

@@ -26,6 +26,7 @@ import torch
 from .compiler import Target
 from .compiler.compilation import check_event_shape
 from .compiler.plan import level_steps
+from .devices import available_device as _available_device
 from .kernels.base import ChainState, Kernel, check_generator, non_finite_error
 from .progress import progress_bar, wants_progress
 
@@ -291,25 +292,6 @@ def _initial_batch(target, n, initial, event_shape, device, dtype, generator) ->
     if device is None and generator is not None:
         device = generator.device
     return torch.randn((n,) + tuple(shape), generator=generator, device=device, dtype=dtype)
-
-
-def _available_device(device) -> torch.device:
-    """`device` as a torch.device this torch can place tensors on, or one clear ValueError."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device: {device!r} is not a torch device (e.g. 'cpu', 'cuda', "
-                         "'cuda:1')") from None
-    try:
-        torch.empty(0, device=device)
-    except (AssertionError, RuntimeError) as err:
-        build = (f"this torch ({torch.__version__}) was built without CUDA"
-                 if device.type == "cuda" and torch.version.cuda is None
-                 else f"this torch ({torch.__version__}) cannot use it: {str(err).strip().splitlines()[0]}")
-        raise ValueError(f"device: {str(device)!r} is not available: {build}. Sample on the CPU "
-                         "(device='cpu', with a CPU generator torch.Generator()), or install a "
-                         f"torch build with {device.type} support") from None
-    return device
 
 
 def _accumulate(totals, info):

@@ -45,10 +45,9 @@ def direct_score(unet, scheduler, x, t, prediction_type, class_labels=None, time
         out = unet(x, torch.full((x.shape[0],), timestep), class_labels=class_labels).sample
     out = out[:, :x.shape[1]].double()
     xd = x.double()
-    # ᾱ from the scheduler's β's in float64: its float32 alphas_cumprod leaves 1 − ᾱ_1 = β_1 =
-    # 1e-4 with a relative error near 1e-3, which "sample" amplifies by 1/σ_1² (the mapping to
-    # alphas_cumprod[t − 1] has a test of its own, at float32 precision).
-    abar = torch.cumprod(1 - scheduler.betas.double(), 0)[t - 1]
+    # ᾱ_t = the scheduler's table alphas_cumprod[t − 1], the noise level diffusers trains the
+    # UNet at (add_noise) and samples with; 1 − ᾱ in float64, without float32 cancellation.
+    abar = scheduler.alphas_cumprod.double()[t - 1]
     root, sigma = abar.sqrt(), (1 - abar).sqrt()
     if prediction_type == "epsilon":
         eps = out
@@ -68,9 +67,15 @@ def test_schedule_is_the_schedulers_and_levels_are_shifted_timesteps(unet):
     scheduler = diffusers.DDPMScheduler(num_train_timesteps=T)
     model = from_diffusers(unet, scheduler)
     assert model.schedule.T == T and model.event_shape == (1, 8, 8)
-    assert torch.equal(model.schedule.betas, scheduler.betas.double())
-    for t in range(1, T + 1):       # our level t is diffusers' 0-based timestep t − 1
-        assert model.schedule.alpha_bar(t) == pytest.approx(float(scheduler.alphas_cumprod[t - 1]), rel=1e-6)
+    # ᾱ is the scheduler's own table (what diffusers trains and samples with), to float64
+    # rounding; our level t is diffusers' 0-based timestep t − 1
+    table = scheduler.alphas_cumprod.double()
+    torch.testing.assert_close(model.schedule.alpha_bars, table, rtol=1e-14, atol=0)
+    for t in range(1, T + 1):
+        assert model.schedule.alpha_bar(t) == pytest.approx(float(scheduler.alphas_cumprod[t - 1]), rel=1e-14)
+    # the β's are those of diffusers' DDPM step, 1 − ᾱ_t/ᾱ_{t−1}: the scheduler's β's up to
+    # the float32 rounding of its table
+    torch.testing.assert_close(model.schedule.betas, scheduler.betas.double(), rtol=2e-3, atol=0)
 
 
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])

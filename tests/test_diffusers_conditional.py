@@ -102,7 +102,7 @@ def direct_score(unet, scheduler, x, tau, prediction_type="epsilon", prompt=None
     with torch.no_grad():
         out = unet(x, torch.full((x.shape[0],), tau - 1), **kwargs).sample
     out = out[:, :x.shape[1]].double()
-    abar = torch.cumprod(1 - scheduler.betas.double(), 0)[tau - 1]
+    abar = scheduler.alphas_cumprod.double()[tau - 1]         # the table diffusers trains with
     root, sigma = abar.sqrt(), (1 - abar).sqrt()
     if prediction_type == "epsilon":
         eps = out

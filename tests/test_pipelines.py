@@ -71,7 +71,7 @@ def direct_score(pipeline, x, tau, prompt):
         embedding, _ = pipeline.encode_prompt(prompt, "cpu", 1, False)
         eps = pipeline.unet(x, torch.full((x.shape[0],), tau - 1),
                             encoder_hidden_states=embedding.expand(x.shape[0], -1, -1)).sample
-    abar = torch.cumprod(1 - pipeline.scheduler.betas.double(), 0)[tau - 1]
+    abar = pipeline.scheduler.alphas_cumprod.double()[tau - 1]
     return -eps.double() / (1 - abar).sqrt()
 
 
@@ -80,7 +80,8 @@ def test_loaded_pipeline_scores_prompts_with_its_own_encoder(saved):
     model = load(folder, name="p")
     assert model.text_conditional and model.event_shape == (4, 8, 8)
     assert model.schedule.T == T
-    torch.testing.assert_close(model.schedule.betas, pipeline.scheduler.betas.double())
+    torch.testing.assert_close(model.schedule.alpha_bars, pipeline.scheduler.alphas_cumprod.double(),
+                               rtol=1e-14, atol=0)
     x = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0))
     target = compose.compile('p(prompt="a castle") ** 7.5 / p ** 6.5', p=model, levels=10)
     expected = 7.5 * direct_score(pipeline, x, 60, "a castle") - 6.5 * direct_score(pipeline, x, 60, "")
@@ -178,7 +179,7 @@ def test_if_style_pipeline_uses_its_own_encode_prompt_without_guidance():
     score = compose.compile('p(prompt="a castle") ** 20 / p ** 19', p=model, levels=10).score(x, 5)
     assert sorted(pipeline.calls) == [("", False, 1), ("a castle", False, 1)]
     embeddings = {prompt: pipeline.encode_prompt(prompt)[0] for prompt in ("a castle", "")}
-    abar = torch.cumprod(1 - pipeline.scheduler.betas.double(), 0)[49]
+    abar = pipeline.scheduler.alphas_cumprod.double()[49]
     with torch.no_grad():
         eps = {prompt: pipeline.unet(x, torch.full((2,), 49), encoder_hidden_states=e.expand(2, -1, -1)
                                      ).sample[:, :3].double() for prompt, e in embeddings.items()}

@@ -10,7 +10,8 @@ adapter                     wraps                                   extra
                             ``UNet2DConditionModel`` + scheduler
 ``from_pipeline``           a diffusers pipeline (UNet, scheduler,  ``[pipelines]``
                             prompt encoder, VAE)
-``load``                    a ``save_pretrained`` folder            ``[pipelines]``
+``load``                    a ``save_pretrained`` folder or a hub   ``[pipelines]``
+                            id in the local Hugging Face cache
 ==========================  ======================================  ====================
 
 Adapters import their library only when first used, so ``import compose.adapters`` works
@@ -27,7 +28,7 @@ _LAZY = {
     "PREDICTION_TYPES": ".diffusers",
     "PromptEmbeddings": ".diffusers",
     "from_pipeline": ".pipelines",
-    "load": ".pipelines",
+    "load": ".loading",
 }
 
 __all__ = list(_LAZY)

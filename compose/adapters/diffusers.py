@@ -45,6 +45,7 @@ without a discrete β table (``ScoreSdeVeScheduler``, EDM and flow-matching sche
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -204,13 +205,7 @@ class DiffusersScoreModel(ScoreModel):
         elif encode_prompt is not None:
             raise ValueError("encode_prompt: a UNet2DModel takes no text; prompts need a "
                              "UNet2DConditionModel")
-        betas = _scheduler_betas(scheduler)
-        try:
-            schedule = Schedule(betas, name="custom")
-        except ValueError as error:
-            raise ValueError(f"scheduler: its β's do not form a discrete variance-preserving "
-                             f"schedule ({error}); with rescale_betas_zero_snr=True the last β "
-                             "is 1, which has no finite score at t = T") from error
+        schedule = Schedule(scheduler_betas(scheduler), name="custom")
         trained_T = getattr(config, "num_train_timesteps", None)
         if trained_T is not None and int(trained_T) != schedule.T:
             raise ValueError(f"unet: trained with num_train_timesteps={trained_T}, but the "
@@ -244,6 +239,8 @@ class DiffusersScoreModel(ScoreModel):
         self.channels = in_channels
         self.condition = condition
         self.class_conditional = getattr(unet, "class_embedding", None) is not None
+        if self.class_conditional:
+            _check_class_embedding(unet)
         self.text_conditional = text_conditional
         self.prompts = PromptEmbeddings(encode_prompt) if text_conditional else None
         if null_class is not None:
@@ -287,11 +284,8 @@ class DiffusersScoreModel(ScoreModel):
         k = len(conditions_list)
         if x.shape[0] % k:
             raise ValueError(f"x: {x.shape[0]} rows do not split into {k} blocks of conditions")
-        kwargs = self._unet_inputs(conditions_list, x.shape[0] // k, x.device)
-        timesteps = _timestep_index(x, t)
-        dtype = getattr(self.net, "dtype", x.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
-            out = self.net(x.to(dtype), timesteps, return_dict=False, **kwargs)[0]
+            out = self.call_net(x, t, conditions_list)[0]
         out = checked_output(self.name, out, x, "the UNet")
         if self.learned_variance:
             out = out[:, :self.channels]
@@ -299,6 +293,21 @@ class DiffusersScoreModel(ScoreModel):
             raise ValueError(f"{self.name}: the UNet returned shape {tuple(out.shape)} for input "
                              f"{tuple(x.shape)}")
         return out
+
+    # `call_net`'s hooks: the UNet is called as unet(x, t − 1, return_dict=False, **inputs).
+    def network_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the UNet's own dtype."""
+        return x.to(getattr(self.net, "dtype", x.dtype))
+
+    def network_levels(self, x: torch.Tensor, t: Union[int, torch.Tensor]) -> torch.Tensor:
+        """diffusers' 0-based timesteps t − 1, int64 of shape (N,)."""
+        return _timestep_index(x, t)
+
+    def network_keywords(self, x: torch.Tensor, conditions_list: Sequence[Conditions]) -> dict:
+        """The UNet's keyword inputs for the k blocks of rows of x (see `_unet_inputs`)."""
+        keywords = self._unet_inputs(conditions_list, x.shape[0] // len(conditions_list), x.device)
+        keywords["return_dict"] = False
+        return keywords
 
     def unet_output(self, x: torch.Tensor, t: Union[int, torch.Tensor],
                     conditions: Conditions = ()) -> torch.Tensor:
@@ -392,13 +401,26 @@ class DiffusersScoreModel(ScoreModel):
         return prompt, label
 
     def _class_value(self, value, n: int, what: str, device=None) -> torch.Tensor:
+        """The class labels (n,) for a class number: an integer in 0..num_class_embeds − 1 for
+        a UNet with a table of class embeddings, any finite number for
+        class_embed_type='timestep' (embedded like a timestep)."""
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(f"{what}: expected a class number, got {value!r}")
-        if isinstance(value, numbers.Integral):
-            num_classes = getattr(self.net.config, "num_class_embeds", None)
-            if num_classes is not None and not 0 <= int(value) < num_classes:
-                raise ValueError(f"{what}: class must be in 0..{num_classes - 1}, got {value}")
+            raise ValueError(f"{what}: expected a class number, got {value!r:.40}")
+        table = self.net.class_embedding
+        if isinstance(table, torch.nn.Embedding):
+            num_classes = table.num_embeddings
+            if not isinstance(value, numbers.Integral):
+                raise ValueError(f"{what}: the UNet looks the class up in a table of "
+                                 f"num_class_embeds={num_classes}, so the class is an integer in "
+                                 f"0..{num_classes - 1}, got {value!r}")
+            if not 0 <= int(value) < num_classes:
+                raise ValueError(f"{what}: class must be in 0..{num_classes - 1} "
+                                 f"(num_class_embeds={num_classes}), got {value}")
             return torch.full((n,), int(value), dtype=torch.long, device=device)
+        if isinstance(value, numbers.Integral):
+            return torch.full((n,), int(value), dtype=torch.long, device=device)
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{what}: expected a finite class number, got {value!r}")
         return torch.full((n,), float(value), device=device)
 
     def _stack_embeddings(self, embeddings: List[Embedding], n: int):
@@ -464,8 +486,24 @@ def _check_condition_inputs(config) -> None:
                          "only text- and class-conditional UNets are supported")
 
 
-def _scheduler_betas(scheduler) -> torch.Tensor:
-    """The scheduler's β_1..β_T in float64, or a ValueError for non-VP schedulers."""
+def _check_class_embedding(unet) -> None:
+    """Refuse class embeddings that take vectors (identity, projection): a leaf's class
+    condition is one number, looked up in a table (num_class_embeds) or embedded like a
+    timestep (class_embed_type='timestep')."""
+    if isinstance(unet.class_embedding, torch.nn.Embedding):
+        return
+    kind = getattr(unet.config, "class_embed_type", None)
+    if kind != "timestep":
+        raise ValueError(f"unet: class_embed_type={kind!r} takes class embedding vectors, not a "
+                         "class number; only UNets with num_class_embeds (a table of classes) "
+                         "or class_embed_type='timestep' are supported")
+
+
+def scheduler_betas(scheduler) -> torch.Tensor:
+    """β_1..β_T in float64 such that ᾱ_t = ∏_{s≤t}(1 − β_s) is the scheduler's own table
+    ``alphas_cumprod[t − 1]``: β_t = 1 − ᾱ_t/ᾱ_{t−1} (ᾱ_0 = 1), as diffusers' DDPM step derives
+    its β from the table. A ValueError naming the cause for schedulers that are not discrete
+    variance-preserving ones, or whose β's leave (0, 1)."""
     kind = type(scheduler).__name__
     betas = getattr(scheduler, "betas", None)
     alpha_bars = getattr(scheduler, "alphas_cumprod", None)
@@ -477,14 +515,45 @@ def _scheduler_betas(scheduler) -> torch.Tensor:
             "num_train_timesteps); only DDPM-style variance-preserving schedulers (DDPMScheduler, "
             "DDIMScheduler, ...) for discrete ε/v/x0 models are supported, not variance-exploding "
             "(ScoreSdeVeScheduler), EDM or flow-matching ones")
+    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
+        raise ValueError(f"scheduler: num_train_timesteps={T!r}; a {kind} needs at least one "
+                         "training timestep (an integer ≥ 1)")
     betas = betas.detach().to(device="cpu", dtype=torch.float64).flatten()
     if betas.numel() != int(T):
         raise ValueError(f"scheduler: {betas.numel()} β's for num_train_timesteps={T}")
+    _check_betas(betas, config)
     expected = torch.cumprod(1.0 - betas, 0)
-    if not torch.allclose(alpha_bars.detach().cpu().double(), expected, rtol=1e-4, atol=1e-7):
+    table = alpha_bars.detach().to(device="cpu", dtype=torch.float64).flatten()
+    if table.shape != expected.shape or not torch.allclose(table, expected, rtol=1e-4, atol=1e-7):
         raise ValueError(f"scheduler: a {kind} whose alphas_cumprod is not cumprod(1 − betas) "
                          "is not a discrete variance-preserving schedule")
-    return betas
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), table[:-1]])
+    from_table = 1.0 - table / previous
+    # A float32 table can repeat a value where β_t is below its resolution (≈ 6e-8): then the
+    # β's themselves, whose product differs from the table by float32 rounding only.
+    return from_table if bool(torch.all((from_table > 0) & (from_table < 1))) else betas
+
+
+def _check_betas(betas: torch.Tensor, config) -> None:
+    """Every β_t in (0, 1), or a ValueError naming the first that is not and the settings
+    that made it."""
+    bad = ~((betas > 0) & (betas < 1))
+    if not bool(bad.any()):
+        return
+    t = int(bad.nonzero()[0]) + 1
+    value = float(betas[t - 1])
+    where = f"β_{t} = {value:.6g} (diffusers timestep {t - 1}) is not in (0, 1)"
+    if value >= 1 and t == betas.numel() and getattr(config, "rescale_betas_zero_snr", False) \
+            and not bool(bad[:-1].any()):
+        raise ValueError(f"scheduler: {where}: rescale_betas_zero_snr=True makes the last β 1 "
+                         "(zero terminal SNR), which has no finite score at t = T; load the "
+                         "scheduler with rescale_betas_zero_snr=False")
+    settings = ", ".join(f"{key}={getattr(config, key)!r}" for key in
+                         ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps")
+                         if getattr(config, key, None) is not None)
+    raise ValueError(f"scheduler: {where}, so its β's are not a variance-preserving schedule"
+                     + (f" (from {settings})" if settings else "")
+                     + "; every β_t must lie strictly between 0 and 1")
 
 
 def _timestep_index(x: torch.Tensor, t: Union[int, torch.Tensor]) -> torch.Tensor:

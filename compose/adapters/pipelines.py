@@ -3,15 +3,12 @@
 `from_pipeline(pipeline)` takes a loaded ``DiffusionPipeline``: its UNet, its scheduler's β's,
 its own prompt encoding (``pipeline.encode_prompt``, as Stable Diffusion and DeepFloyd IF have
 it) and, for a latent model, its VAE as the `decode` hook, so that samples become images.
-`load(path)` builds the same from a folder written by ``save_pretrained``, strictly from local
-files (``local_files_only=True``): a whole pipeline (``model_index.json``) or a folder with
-``unet/`` and ``scheduler/`` subfolders.
+`load(path_or_id)` builds the same from local files only (`compose.adapters.loading`): a folder
+written by ``save_pretrained`` or a Hugging Face hub id already in the local cache.
 """
 from __future__ import annotations
 
 import inspect
-import json
-import os
 from typing import Callable, Optional
 
 import torch
@@ -19,6 +16,10 @@ import torch
 import diffusers
 
 from .diffusers import DiffusersScoreModel, from_diffusers
+
+#: Keyword options passed on to `from_diffusers` (by `from_pipeline` and `load`).
+COMPONENT_OPTIONS = ("event_shape", "prediction_type", "condition", "null_class", "encode_prompt",
+                     "decode")
 
 
 class PipelinePrompts:
@@ -81,6 +82,11 @@ def from_pipeline(pipeline, name: Optional[str] = None, *,
         decode: samples → images in [0, 1]; by default the pipeline's VAE for latent models.
         options: further `from_diffusers` arguments (prediction_type, null_class, ...).
     """
+    unknown = sorted(set(options) - set(COMPONENT_OPTIONS))
+    if unknown:
+        raise ValueError(f"from_pipeline: unknown option{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)}; the options are name, "
+                         f"{', '.join(COMPONENT_OPTIONS)}")
     unet = getattr(pipeline, "unet", None)
     scheduler = getattr(pipeline, "scheduler", None)
     if unet is None or scheduler is None:
@@ -92,65 +98,6 @@ def from_pipeline(pipeline, name: Optional[str] = None, *,
         decode = VaeDecoder(pipeline.vae)
     return from_diffusers(unet, scheduler, name=name, encode_prompt=encode_prompt, decode=decode,
                           **options)
-
-
-def load(path, name: Optional[str] = None, *, dtype: Optional[torch.dtype] = None,
-         device=None, **options) -> DiffusersScoreModel:
-    """A component from a folder written by ``save_pretrained``, read from local files only.
-
-    Args:
-        path: a pipeline folder (``model_index.json``, loaded with
-            ``DiffusionPipeline.from_pretrained``), or a folder with ``unet/`` and
-            ``scheduler/`` subfolders (then give ``encode_prompt=`` for a text UNet).
-        dtype: load the networks in this dtype (e.g. torch.float16 or torch.bfloat16); the
-            chains stay in their own dtype (float32 by default).
-        device: move the networks there.
-        options: further `from_pipeline` / `from_diffusers` arguments.
-    """
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise ValueError(f"path: {path!r} is not a folder written by save_pretrained")
-    if os.path.isfile(os.path.join(path, "model_index.json")):
-        pipeline = diffusers.DiffusionPipeline.from_pretrained(path, local_files_only=True,
-                                                               **_dtype_argument(dtype))
-        if device is not None:
-            pipeline = pipeline.to(device)
-        return from_pipeline(pipeline, name, **options)
-    unet_config = os.path.join(path, "unet", "config.json")
-    scheduler_config = os.path.join(path, "scheduler", "scheduler_config.json")
-    missing = [p for p in (unet_config, scheduler_config) if not os.path.isfile(p)]
-    if missing:
-        raise ValueError(f"path: {path!r} has neither model_index.json (a pipeline) nor "
-                         f"unet/ and scheduler/ subfolders (missing {', '.join(missing)})")
-    unet_class = _diffusers_class(unet_config, ("UNet2DModel", "UNet2DConditionModel"))
-    scheduler_class = _diffusers_class(scheduler_config, None)
-    unet = unet_class.from_pretrained(path, subfolder="unet", local_files_only=True,
-                                      **_dtype_argument(dtype)).eval()
-    if device is not None:
-        unet = unet.to(device)
-    scheduler = scheduler_class.from_pretrained(path, subfolder="scheduler", local_files_only=True)
-    return from_diffusers(unet, scheduler, name=name, **options)
-
-
-def _dtype_argument(dtype) -> dict:
-    """from_pretrained's dtype keyword: `dtype` in recent diffusers, `torch_dtype` before."""
-    if dtype is None:
-        return {}
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype: expected a torch.dtype such as torch.float16, got {dtype!r}")
-    from diffusers.utils import deprecation_utils
-    renamed = hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
-    return {"dtype" if renamed else "torch_dtype": dtype}
-
-
-def _diffusers_class(config_path: str, allowed):
-    with open(config_path) as handle:
-        class_name = json.load(handle).get("_class_name")
-    cls = getattr(diffusers, str(class_name), None)
-    if cls is None or (allowed is not None and class_name not in allowed):
-        expected = " or ".join(allowed) if allowed else "a diffusers class"
-        raise ValueError(f"{config_path}: _class_name {class_name!r} is not {expected}")
-    return cls
 
 
 def _encoder_device(pipeline):

@@ -187,12 +187,20 @@ class NetworkComponent(Component):
         dtype = network_dtype(self.net)
         return (x.to(dtype) if dtype in HALF_DTYPES and dtype != x.dtype else x).contiguous()
 
+    def network_keywords(self, x: torch.Tensor, conditions: Conditions) -> dict:
+        """The keyword inputs of the call under `conditions`: one tensor of shape (N,) per
+        condition (int64 for ints, float32 for floats), strings as they are."""
+        return _condition_tensors(conditions, x.shape[0], x.device)
+
     def call_net(self, x: torch.Tensor, t: int, conditions: Conditions = ()):
-        """``net(x, levels, **conditions)`` in the network's dtype at its training levels. An
-        error raised inside the network gets a note naming this component and the input."""
+        """``net(network_input(x), network_levels(x, t), **network_keywords(x, conditions))``:
+        the network in its dtype at its training levels. An error raised inside the network
+        gets a note naming this component, the input's shape and the level. Subclasses that
+        call their network otherwise (the diffusers adapter) override the three hooks."""
+        inputs = (self.network_input(x), self.network_levels(x, t))
+        keywords = self.network_keywords(x, conditions)
         try:
-            return self.net(self.network_input(x), self.network_levels(x, t),
-                            **_condition_tensors(conditions, x.shape[0], x.device))
+            return self.net(*inputs, **keywords)
         except Exception as error:
             if hasattr(error, "add_note"):                  # Python ≥ 3.11
                 error.add_note(f"raised by the network of component '{self.name}' on an input of "
