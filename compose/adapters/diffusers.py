@@ -206,7 +206,7 @@ class DiffusersScoreModel(ScoreModel):
                              "UNet2DConditionModel")
         betas = _scheduler_betas(scheduler)
         try:
-            schedule = Schedule(betas, name="custom")
+            schedule = Schedule(betas, name=_schedule_name(scheduler))
         except ValueError as error:
             raise ValueError(f"scheduler: its β's do not form a discrete variance-preserving "
                              f"schedule ({error}); with rescale_betas_zero_snr=True the last β "
@@ -485,6 +485,15 @@ def _scheduler_betas(scheduler) -> torch.Tensor:
         raise ValueError(f"scheduler: a {kind} whose alphas_cumprod is not cumprod(1 − betas) "
                          "is not a discrete variance-preserving schedule")
     return betas
+
+
+def _schedule_name(scheduler) -> str:
+    """What plans call a diffusers schedule: its beta_schedule ("diffusers scaled_linear"), or
+    "diffusers trained_betas" when the config lists the β's themselves."""
+    config = getattr(scheduler, "config", None)
+    if getattr(config, "trained_betas", None) is not None:
+        return "diffusers trained_betas"
+    return f"diffusers {getattr(config, 'beta_schedule', None) or 'schedule'}"
 
 
 def _timestep_index(x: torch.Tensor, t: Union[int, torch.Tensor]) -> torch.Tensor:
