@@ -63,7 +63,7 @@ def annealed_run(model, n: int, count_only: bool = False):
                              levels=10, path="curve", points=1)
     kernel = compose.HMC(compose.PowerLaw(0.3, 0.5), num_leapfrog=2)
     if count_only:
-        return target.plan_for(kernel, 2, n, reverse_step=True).totals["calls_per_sample"]
+        return target.plan_for(kernel, 2, n, reverse_step=True).totals["calls_per_run"]
     start = time.perf_counter()
     compose.sample(target, kernel, n, steps_per_level=2, reverse_step=True,
                    generator=torch.Generator().manual_seed(0), progress=False)

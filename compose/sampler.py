@@ -19,7 +19,7 @@ import math
 import numbers
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -64,10 +64,19 @@ class Adaptation:
         return multiplier
 
 
+#: The quantiles of the per-chain acceptance rates that each level reports, by name.
+ACCEPTANCE_QUANTILES = {"min": 0.0, "q10": 0.1, "median": 0.5, "q90": 0.9, "max": 1.0}
+
+
 @dataclass
 class LevelDiagnostics:
     """What happened at one level: acceptance rate, mean |Δ| over finite Δ's, divergences,
-    evaluations per sample of each term, the (last) step size used and the wall time."""
+    evaluations per sample of each term, the (last) step size used and the wall time; and the
+    spread of the per-chain acceptance rates (`ACCEPTANCE_QUANTILES` across the N chains).
+
+    Acceptance is NaN where there is none: a level without kernel steps (the reverse process)
+    and an unadjusted kernel (ULA, U-HMC), whose moves are never rejected. Text shows it as —.
+    """
 
     level: int
     step_size: float
@@ -77,15 +86,27 @@ class LevelDiagnostics:
     divergences: int
     evaluations: Dict[str, float]
     seconds: float
+    acceptance_quantiles: Dict[str, float] = field(default_factory=dict)
+    #: Accepted moves of each chain at this level, shape (N,), left on the chains' device (no
+    #: host read); None without an acceptance. Not a dataclass field, so asdict(), JSON and
+    #: checkpoints hold numbers only; `Diagnostics.chain_acceptance()` reads them.
+    chain_accepted: ClassVar[Optional[torch.Tensor]] = None
 
 
-@dataclass
+@dataclass(repr=False)
 class Diagnostics:
-    """Per-level diagnostics of one annealed run, from level T down to 1."""
+    """Per-level diagnostics of one annealed run, from level T down to 1.
+
+    ``print(diagnostics)`` is one short line; `table()` is the per-level table and `summary()`
+    the run's totals with it; `chain_acceptance()` the per-chain acceptance rate at each level.
+    `clipped` is the fraction of sample values outside the model's data range, set by whatever
+    clips the samples into that range (decoding to images); None when nothing was clipped.
+    """
 
     sampler: str
     num_samples: int
     levels: List[LevelDiagnostics] = field(default_factory=list)
+    clipped: Optional[float] = None
 
     @property
     def acceptance(self) -> List[float]:
@@ -112,16 +133,113 @@ class Diagnostics:
         return sum(rates) / len(rates) if rates else math.nan
 
     def to_dict(self) -> dict:
-        return {"sampler": self.sampler, "num_samples": self.num_samples,
-                "levels": [asdict(d) for d in self.levels]}
+        out = {"sampler": self.sampler, "num_samples": self.num_samples,
+               "levels": [asdict(d) for d in self.levels]}
+        if self.clipped is not None:
+            out["clipped"] = self.clipped
+        return out
+
+    def chain_acceptance(self) -> torch.Tensor:
+        """The acceptance rate of each chain at each level, shape (levels, N), float64 on the
+        CPU, rows in the order of `levels` (T first): accepted moves / steps of that chain. A
+        row is NaN where the level has no acceptance (no kernel steps, unadjusted kernel).
+        Reads the per-chain counts the sampler kept on the chains' device (one host copy)."""
+        rows = [torch.full((self.num_samples,), math.nan, dtype=torch.float64)
+                if d.chain_accepted is None else d.chain_accepted.double().cpu() / d.steps
+                for d in self.levels]
+        return torch.stack(rows) if rows else torch.empty(0, self.num_samples, dtype=torch.float64)
+
+    def __repr__(self) -> str:
+        levels = len(self.levels)
+        span = f"levels {self.levels[0].level}..{self.levels[-1].level}" if levels else "no levels"
+        steps = sum(d.steps for d in self.levels)
+        clipped = "" if self.clipped is None else f", clipped {self.clipped:.2%}"
+        return (f"Diagnostics({self.sampler}, {self.num_samples} chains, {span}, {steps} steps, "
+                f"acceptance {format_rate(self.mean_acceptance())}, divergences "
+                f"{self.divergences}, {_format_evaluations(self.evaluations_per_sample())} "
+                f"evaluations/sample, {self.seconds:.2f} s{clipped})")
+
+    def table(self, max_rows: Optional[int] = 20) -> str:
+        """The per-level table: level, steps, step size, acceptance (mean, and the 10%, median
+        and 90% quantiles across chains), mean |Δ|, divergences, evaluations per sample and
+        seconds. With more than `max_rows` levels, the first and last halves are shown around
+        a line saying how many were left out (None shows all). Acceptance — means none."""
+        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int)
+                                     or max_rows < 2):
+            raise ValueError(f"max_rows: must be an integer ≥ 2 or None, got {max_rows!r}")
+        header = ("level", "steps", "step size", "accept", "q10", "median", "q90", "mean |Δ|",
+                  "div.", "evals/sample", "seconds")
+        rows = [_table_row(d) for d in self.levels]
+        shown: List[Optional[tuple]] = list(rows)
+        if max_rows is not None and len(rows) > max_rows:
+            head = (max_rows + 1) // 2
+            shown = rows[:head] + [None] + rows[len(rows) - (max_rows - head):]
+        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+        line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths)).rstrip()
+        out = [line(header)]
+        for row in shown:
+            out.append(line(row) if row is not None else
+                       f"  … {len(rows) - max_rows} levels not shown (table(max_rows=None) "
+                       "shows all)")
+        return "\n".join(out)
+
+    def summary(self, max_rows: Optional[int] = 20) -> str:
+        """The run in a few lines (sampler, chains, acceptance with its spread over levels,
+        divergences, evaluations per sample, time) followed by `table(max_rows)`."""
+        rates = [d.acceptance for d in self.levels if not math.isnan(d.acceptance)]
+        acceptance = (f"acceptance {format_rate(self.mean_acceptance())} (mean over levels; "
+                      f"per level from {format_rate(min(rates))} to {format_rate(max(rates))})"
+                      if rates else "acceptance — (no Metropolis-adjusted kernel steps)")
+        evaluations = self.evaluations_per_sample()
+        lines = [f"{self.sampler}: {self.num_samples} chains, {len(self.levels)} levels, "
+                 f"{sum(d.steps for d in self.levels)} kernel steps per chain",
+                 acceptance,
+                 f"divergences {self.divergences}"
+                 + (f" (at {sum(d.divergences > 0 for d in self.levels)} levels)"
+                    if self.divergences else ""),
+                 "evaluations per sample: " + (", ".join(f"{k} {v:g}" for k, v in evaluations.items())
+                                               or "none"),
+                 f"time {self.seconds:.2f} s"]
+        if self.clipped is not None:
+            lines.append(f"clipped to the data range: {self.clipped:.2%} of values")
+        return "\n".join(lines + ["", self.table(max_rows)])
 
 
-@dataclass
+def format_rate(value: Optional[float], digits: int = 3) -> str:
+    """An acceptance rate as text: '0.734', or '—' where there is none (NaN or None: no kernel
+    steps, or an unadjusted kernel). The one convention of every table and log."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _format_evaluations(evaluations: Dict[str, float]) -> str:
+    return f"{max(evaluations.values()):g}" if evaluations else "0"
+
+
+def _table_row(d: LevelDiagnostics) -> tuple:
+    q = d.acceptance_quantiles
+    return (str(d.level), str(d.steps), "—" if math.isnan(d.step_size) else f"{d.step_size:.3g}",
+            format_rate(d.acceptance), format_rate(q.get("q10")), format_rate(q.get("median")),
+            format_rate(q.get("q90")),
+            "—" if math.isnan(d.mean_abs_log_ratio) else f"{d.mean_abs_log_ratio:.3g}",
+            str(d.divergences), _format_evaluations(d.evaluations), f"{d.seconds:.3f}")
+
+
+@dataclass(repr=False)
 class SampleResult:
-    """Samples of shape (num_samples, *event_shape) and their `Diagnostics`."""
+    """Samples of shape (num_samples, *event_shape) and their `Diagnostics`; printed as one
+    short line (shape, dtype, sampler, levels, mean acceptance), never the tensor."""
 
     samples: torch.Tensor
     diagnostics: Diagnostics
+
+    def __repr__(self) -> str:
+        x, d = self.samples, self.diagnostics
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else "?"
+        where = f"{str(x.dtype).replace('torch.', '')} on {x.device}" if isinstance(x, torch.Tensor) else ""
+        return (f"SampleResult(samples {shape} {where}, {d.sampler}, {len(d.levels)} levels, "
+                f"acceptance {format_rate(d.mean_acceptance())}, divergences {d.divergences})")
 
 
 def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per_level=10,
@@ -168,7 +286,7 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
             if callback is not None:
                 callback({"level": step.level, "x": x, "diagnostics": step.diagnostics})
             bar.update(1)
-            bar.set_postfix(acc=f"{step.diagnostics.acceptance:.2f}")
+            bar.set_postfix(acc=format_rate(step.diagnostics.acceptance, 2))
     finally:
         bar.close()
     return SampleResult(x, diagnostics)
@@ -295,29 +413,60 @@ def _initial_batch(target, n, initial, event_shape, device, dtype, generator) ->
 
 
 def _accumulate(totals, info):
+    """The level's running totals, all on the chains' device: (the sums [accepted, divergent,
+    Σ|Δ| over finite Δ, finite Δ's, moves], each chain's accepted moves, whether every step
+    was adjusted)."""
     finite = torch.isfinite(info.log_ratio)
     step = torch.stack([info.accepted.sum().to(torch.float64), info.divergent.sum().to(torch.float64),
                         torch.where(finite, info.log_ratio.abs(), torch.zeros_like(info.log_ratio)).sum().double(),
                         finite.sum().to(torch.float64), torch.tensor(float(info.accepted.numel()),
                                                                      dtype=torch.float64, device=finite.device)])
-    return step if totals is None else totals + step
+    chains = info.accepted.to(torch.int32)
+    if totals is None:
+        return step, chains, info.adjusted
+    return totals[0] + step, totals[1] + chains, totals[2] and info.adjusted
+
+
+def _chain_quantiles(accepted: torch.Tensor, steps: int) -> torch.Tensor:
+    """`ACCEPTANCE_QUANTILES` of the per-chain rates accepted / steps (linear interpolation, as
+    torch.quantile, which refuses more than 2²⁴ chains), computed on the device."""
+    rates = accepted.double().sort().values / steps
+    n = rates.shape[0]
+    out = []
+    for q in ACCEPTANCE_QUANTILES.values():
+        position = q * (n - 1)
+        low = int(math.floor(position))
+        high = min(low + 1, n - 1)
+        out.append(rates[low] + (position - low) * (rates[high] - rates[low]))
+    return torch.stack(out)
 
 
 def _level_diagnostics(t, step_size, steps, totals, x, before, target, n, seconds) -> LevelDiagnostics:
-    # The one host synchronisation of the level: the step totals and whether x stayed finite.
+    # The one host synchronisation of the level: the step totals, the quantiles of the
+    # per-chain acceptance and whether x stayed finite (the per-chain counts stay on the device).
     all_finite = torch.isfinite(x).all().to(torch.float64).reshape(1)
     if totals is None:
-        totals = torch.zeros(5, dtype=torch.float64, device=all_finite.device)
-    accepted, divergent, abs_delta, finite, moves, x_finite = torch.cat([totals, all_finite]).tolist()
+        sums, chains, adjusted = torch.zeros(5, dtype=torch.float64, device=all_finite.device), None, False
+    else:
+        sums, chains, adjusted = totals
+    quantiles = (_chain_quantiles(chains, steps) if adjusted and steps
+                 else torch.zeros(0, dtype=torch.float64, device=all_finite.device))
+    accepted, divergent, abs_delta, finite, moves, x_finite, *spread = \
+        torch.cat([sums, all_finite, quantiles]).tolist()
     if not x_finite:
         raise non_finite_error(t)
     after = target.counter.snapshot()
     evaluations = {k: (after.get(k, 0) - before.get(k, 0)) / n for k in after}
-    return LevelDiagnostics(
+    level = LevelDiagnostics(
         level=t, step_size=step_size if step_size is not None else math.nan, steps=steps,
-        acceptance=accepted / moves if moves else math.nan,
-        mean_abs_log_ratio=abs_delta / finite if finite else math.nan,
-        divergences=int(divergent), evaluations=evaluations, seconds=seconds)
+        acceptance=accepted / moves if moves and adjusted else math.nan,
+        mean_abs_log_ratio=abs_delta / finite if finite and adjusted else math.nan,
+        divergences=int(divergent), evaluations=evaluations, seconds=seconds,
+        acceptance_quantiles=(dict(zip(ACCEPTANCE_QUANTILES, spread)) if spread
+                              else {k: math.nan for k in ACCEPTANCE_QUANTILES}))
+    if adjusted and steps:  # kept compact: a byte per chain and level while steps < 256
+        level.chain_accepted = chains.to(torch.uint8) if steps < 256 else chains
+    return level
 
 
 def _sampler_name(kernel, steps, reverse_step) -> str:

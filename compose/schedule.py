@@ -34,7 +34,9 @@ class Schedule:
 
     Args:
         betas: the T values β_1..β_T, each in (0, 1).
-        name: a label for printing and checkpoints ("linear", "cosine" or "custom").
+        name: a label for printing and checkpoints: "linear" and "cosine" for the built-in
+            schedules, the source's own name for imported ones (e.g. "diffusers scaled_linear"),
+            "custom" (the default) for anything else.
 
     Attributes:
         network_levels: int64 tensor of the T training levels that networks are called with;
@@ -43,6 +45,8 @@ class Schedule:
     """
 
     def __init__(self, betas: Union[Sequence[float], torch.Tensor], name: str = "custom"):
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"name: expected a non-empty string naming the schedule, got {name!r:.60}")
         betas = torch.as_tensor(betas, dtype=torch.float64).flatten().cpu()
         if betas.numel() < 1:
             raise ValueError("betas: need at least one level, got an empty sequence")
@@ -63,6 +67,12 @@ class Schedule:
         self.posterior_variances = betas * (1.0 - previous) / (1.0 - self.alpha_bars)
 
     # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_betas(cls, betas: Union[Sequence[float], torch.Tensor], name: str = "custom") -> "Schedule":
+        """The schedule with these β_1..β_T, named `name` in plans and checkpoints (what
+        ``Schedule(betas, name)`` builds; the name says where the β's came from)."""
+        return cls(betas, name=name)
+
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
         """Ho et al. (2020): β linear from β_start to β_end at T = 1000, rescaled by 1000/T."""
@@ -218,7 +228,9 @@ class Schedule:
             T, S = self.training.T, self.T
             even = [(2 * k * T + S) // (2 * S) for k in range(1, S + 1)]
             return f"{self.training!r}.respaced({S if levels == even else levels})"
-        return f"Schedule.{self.name}(T={self.T})" if self.name != "custom" else f"Schedule(T={self.T})"
+        if self.name in ("linear", "cosine"):
+            return f"Schedule.{self.name}(T={self.T})"
+        return f"Schedule(T={self.T})" if self.name == "custom" else f"Schedule(T={self.T}, name={self.name!r})"
 
 
 def parse_levels(levels, T: Optional[int] = None, name: str = "levels") -> Union[int, Tuple[int, ...]]:

@@ -236,7 +236,7 @@ def test_composition_samples_end_to_end_on_a_respaced_schedule(unet, scheduler):
         unet._forward_pre_hooks.clear()
     assert result.samples.shape == (2, 2, 8, 8) and torch.isfinite(result.samples).all()
     assert {t for _, ts in recorder.calls for t in ts} == {24, 49, 74, 99}
-    assert len(recorder.calls) == plan.totals["calls_per_sample"]
+    assert len(recorder.calls) == plan.totals["calls_per_run"]
     assert sum(target.counter.calls.values()) == len(recorder.calls)
 
 

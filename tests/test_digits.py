@@ -365,6 +365,7 @@ def test_quick_experiment_end_to_end(tmp_path, capsys):
     assert energy_la["evaluations"] == digits.QUICK.T * 2
     text = (out / "results.md").read_text()
     assert "| LA-8-line |" in text and "λ = 2" in text and "Against the reverse process" in text
+    assert results["smoke_test"] and text.index("SMOKE TEST (--quick)") < text.index("| sampler")
     # a second call reuses every checkpoint
     split = digits_split()
     _, info = digits.train_models(out, digits.QUICK, split, progress=False)

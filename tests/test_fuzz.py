@@ -66,8 +66,9 @@ NUMBERS = st.one_of(
                      "-2.5E+1", "7.0"]),
     st.floats(allow_nan=False, allow_infinity=False).map(repr),
     st.integers(min_value=-10 ** 25, max_value=10 ** 25).map(str))
-STRINGS = st.text(alphabet="ab π\"\\é\n#=,()", max_size=6).map(
-    lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"')
+# strings in either quote, escaped as the grammar reads them
+STRINGS = st.tuples(st.text(alphabet="ab π\"'\\é\n#=,()", max_size=6), st.sampled_from("\"'")).map(
+    lambda t: t[1] + t[0].replace("\\", "\\\\").replace(t[1], "\\" + t[1]) + t[1])
 VALUES = st.one_of(NUMBERS, STRINGS, st.sampled_from(["x", "t", "name"]))
 VARIABLES = st.sampled_from(["a", "class", "x", "t", "self", "style", "a"])
 

@@ -255,6 +255,7 @@ plan for sc * box ** 0.5 / e * (g + h) | class=1 @ 2
   schedule cosine, T = 10 levels, event shape (2,)
   sampler HMC: 2 steps per level of 3 leapfrog steps, no reverse step, 4 chains
   network evaluations per chain, all terms: 21 per MCMC step, 48 per level, 480 per sample
+  network calls of the whole run (each on a batch of chains): 20 per MCMC step, 46 per level, 460 in all
   score-only calls split into chunks of at most 8 rows
   ├─ sc  weight 1  [score model]
   │     Δ: integral along the leapfrog path, trapezoid rule, 1 extra point per segment, leapfrog scores reused

@@ -50,6 +50,13 @@ def test_quick_run_table_has_every_sampler_row(quick_run):
         assert table_rows == names, block
         assert list(results["summary"][block]) == names
     assert "## Evaluations per sample against the published code" in text
+    # a --quick run says, above its numbers, that it is a smoke test
+    assert results["smoke_test"] and text.index("SMOKE TEST (--quick)") < text.index("| sampler")
+    oracle = text.split(f"## {p2d.BLOCK_TITLES['oracle']}")[1].split("\n## ")[0]
+    acceptance = {line.split("|")[1].strip(): line.split("|")[-4].strip()
+                  for line in oracle.splitlines() if line.startswith("| ")}
+    assert acceptance["U-LA"] == acceptance["U-HMC"] == acceptance["Reverse"] == "—"
+    assert acceptance["HMC-1-line"] != "—"
 
 
 def test_quick_run_numbers_are_finite_and_consistent(quick_run):
@@ -65,7 +72,8 @@ def test_quick_run_numbers_are_finite_and_consistent(quick_run):
         if math.isfinite(m["ll"]):
             assert m["ll_paper"] == pytest.approx(m["ll"] - 6.1916)
         assert run["evaluations"] > 0 and run["seconds"] > 0
-        assert run["acceptance"] == run["acceptance"] or run["sampler"] == "Reverse"
+        # one convention: NaN where nothing is rejected (the reverse process, unadjusted kernels)
+        assert math.isnan(run["acceptance"]) == (run["sampler"] in ("Reverse", "U-LA", "U-HMC"))
         x = samples[f"{run['block']}/{run['sampler']}"]
         assert x.shape == (200, 2) and np.isfinite(x).all()
     assert all(not t["reused"] for t in results["training"])

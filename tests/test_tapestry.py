@@ -136,6 +136,7 @@ def test_quick_experiment_end_to_end(tmp_path):
     assert summary["U-LA"]["evaluations"] == pytest.approx(sum(planned) / len(planned))
     text = (tmp_path / "results.md").read_text()
     assert "compose experiment tapestry --quick" in text and "| LA-3-line |" in text
+    assert results["smoke_test"] and text.index("SMOKE TEST (--quick)") < text.index("| sampler")
     with open(tmp_path / "results.json") as f:
         assert len(json.load(f)["runs"]) == 2 * 4 * 2
     # a second run reuses the saved UNet

@@ -205,7 +205,7 @@ class DiffusersScoreModel(ScoreModel):
         elif encode_prompt is not None:
             raise ValueError("encode_prompt: a UNet2DModel takes no text; prompts need a "
                              "UNet2DConditionModel")
-        schedule = Schedule(scheduler_betas(scheduler), name="custom")
+        schedule = Schedule(scheduler_betas(scheduler), name=_schedule_name(scheduler))
         trained_T = getattr(config, "num_train_timesteps", None)
         if trained_T is not None and int(trained_T) != schedule.T:
             raise ValueError(f"unet: trained with num_train_timesteps={trained_T}, but the "
@@ -554,6 +554,15 @@ def _check_betas(betas: torch.Tensor, config) -> None:
     raise ValueError(f"scheduler: {where}, so its β's are not a variance-preserving schedule"
                      + (f" (from {settings})" if settings else "")
                      + "; every β_t must lie strictly between 0 and 1")
+
+
+def _schedule_name(scheduler) -> str:
+    """What plans call a diffusers schedule: its beta_schedule ("diffusers scaled_linear"), or
+    "diffusers trained_betas" when the config lists the β's themselves."""
+    config = getattr(scheduler, "config", None)
+    if getattr(config, "trained_betas", None) is not None:
+        return "diffusers trained_betas"
+    return f"diffusers {getattr(config, 'beta_schedule', None) or 'schedule'}"
 
 
 def _timestep_index(x: torch.Tensor, t: Union[int, torch.Tensor]) -> torch.Tensor:

@@ -73,9 +73,23 @@ class PlanTerm:
     shared_with: Optional[str] = None
 
 
+#: From this many levels on, a plan with MCMC steps suggests respacing (``levels=``).
+MANY_LEVELS = 200
+
+
 @dataclass
 class Plan:
-    """The plan of a compiled target, optionally for one kernel and run."""
+    """The plan of a compiled target, optionally for one kernel and run.
+
+    With a kernel, `totals` counts two different things, as its keys say:
+
+    - ``per_step``, ``per_level``, ``per_sample``: network evaluations of ONE chain (every
+      term), per MCMC step, per level and over the whole run (a chain gives one sample);
+    - ``calls_per_step``, ``calls_per_level``, ``calls_per_run``: network calls of the WHOLE
+      RUN, each call evaluating a batch of chains (N rows, or chunks of `chunk_rows`), so
+      ``calls_per_run`` stays the same for more chains (until `chunk_rows` splits calls)
+      while the evaluations of all chains, ``N · per_sample``, grow with N.
+    """
 
     expression: str
     schedule: str
@@ -185,7 +199,7 @@ class Plan:
             plan.kernel["num_leapfrog"] = kernel.num_leapfrog
         plan.totals = {"per_step": per_step_total, "per_level": per_level_total,
                        "per_sample": T * per_level_total, "calls_per_step": calls_step,
-                       "calls_per_level": calls_level, "calls_per_sample": T * calls_level}
+                       "calls_per_level": calls_level, "calls_per_run": T * calls_level}
         return plan
 
     @classmethod
@@ -207,7 +221,9 @@ class Plan:
                 call.per_level = None
         plan.kernel["steps_per_level"] = list(counts)
         plan.totals = {"per_step": plan.totals["per_step"], "per_level": None,
-                       "per_sample": sum(per_sample)}
+                       "per_sample": sum(per_sample), "calls_per_step": plan.totals["calls_per_step"],
+                       "calls_per_level": None,
+                       "calls_per_run": sum(by_k[k].totals["calls_per_level"] for k in counts if k in by_k)}
         return plan
 
     def to_dict(self) -> dict:
@@ -227,20 +243,26 @@ class Plan:
                 run = "reverse process only"
             elif isinstance(k["steps_per_level"], list):
                 steps = k["steps_per_level"]
-                run = (f"{sum(steps)} steps over the levels, {steps[-1]} at level {len(steps)} … "
-                       f"{steps[0]} at level 1")
+                run = (f"{_count(sum(steps), 'step')} over the levels, {steps[-1]} at level "
+                       f"{len(steps)} … {steps[0]} at level 1")
             else:
-                run = f"{k['steps_per_level']} steps per level"
+                run = f"{_count(k['steps_per_level'], 'step')} per level"
                 if "num_leapfrog" in k:
-                    run += f" of {k['num_leapfrog']} leapfrog steps"
+                    run += f" of {_count(k['num_leapfrog'], 'leapfrog step')}"
                 run += ", reverse step after each level" if k["reverse_step"] else ", no reverse step"
-            lines.append(f"  sampler {k['name']}: {run}, {k['num_samples']} chains")
+            lines.append(f"  sampler {k['name']}: {run}, {_count(k['num_samples'], 'chain')}")
             if not k["adjusted"]:
                 lines.append(f"  Δ is never computed: {k['name']} has no accept/reject step")
             lines.append(f"  network evaluations per chain, all terms: {_per(t, k)}")
-            if any(term.shared_with for term in _plan_leaves(self.terms)):
-                calls = {key: t["calls_" + key] for key in ("per_step", "per_level", "per_sample")}
-                lines.append(f"  network calls, stacked terms sharing one: {_per(calls, k)}")
+            calls = {key: t["calls_" + key] for key in ("per_step", "per_level", "per_run")}
+            stacked = any(term.shared_with for term in _plan_leaves(self.terms))
+            lines.append(f"  network calls of the whole run (each on a batch of chains"
+                         f"{'; stacked terms share one' if stacked else ''}): {_per(calls, k, 'in all')}")
+            if self.T >= MANY_LEVELS and k["name"] != "Reverse":
+                lines.append(f"  note: {self.T} levels with MCMC steps cost {t['per_sample']:,} "
+                             f"network evaluations per sample; sample on fewer levels with "
+                             f"levels= (compose.compile(..., levels=50), --levels 50), which "
+                             f"respaces the schedule")
         if self.chunk_rows is not None:
             lines.append(f"  score-only calls split into chunks of at most {self.chunk_rows} rows")
         for i, term in enumerate(self.terms):
@@ -261,13 +283,20 @@ def _plan_leaves(terms: List[PlanTerm]) -> List[PlanTerm]:
     return out
 
 
-def _per(counts, kernel) -> str:
+def _count(n: int, noun: str) -> str:
+    """'1 step', '2 steps'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _per(counts, kernel, whole: str = "per sample") -> str:
+    """'a per MCMC step, b per level, c per sample' (the whole run's figure named `whole`)."""
+    total = counts.get("per_sample", counts.get("per_run"))
     if kernel["name"] == "Reverse":
-        return f"{counts['per_level']} per level, {counts['per_sample']} per sample"
+        return f"{counts['per_level']} per level, {total} {whole}"
     if counts["per_level"] is None:
-        return f"{counts['per_step']} per MCMC step, {counts['per_sample']} per sample"
+        return f"{counts['per_step']} per MCMC step, {total} {whole}"
     return (f"{counts['per_step']} per MCMC step, {counts['per_level']} per level, "
-            f"{counts['per_sample']} per sample")
+            f"{total} {whole}")
 
 
 def _kernel_path(target, kernel) -> str:

@@ -1,4 +1,5 @@
-"""Helpers shared by the experiment commands: seeds, result files, mean ± std."""
+"""Helpers shared by the experiment commands: seeds, result files, mean ± std, the acceptance
+convention (— in text, NaN in data) and the label of smoke tests (--quick)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,8 @@ from typing import Sequence, Tuple
 
 import numpy as np
 import torch
+
+from ..sampler import format_rate
 
 
 def seed_from(*parts: int) -> int:
@@ -48,6 +51,23 @@ def format_mean_std(pair: Tuple[float, float], digits: int) -> str:
         return "−∞" if mean < 0 else "∞"
     text = f"{mean:.{digits}f}"
     return text if math.isnan(std) else f"{text} ± {std:.{digits}f}"
+
+
+def format_acceptance(value, digits: int = 3) -> str:
+    """An acceptance rate as every experiment log and table writes it: '0.734', or '—' where
+    there is none (NaN in the data: the reverse process and unadjusted samplers)."""
+    return format_rate(value, digits)
+
+
+#: What a `--quick` run says about itself, in its log and at the top of its report.
+SMOKE_TEST = ("SMOKE TEST (--quick): tiny models, few samples and short schedules that only "
+              "check that the experiment runs end to end. Its numbers (an accuracy of 0.000, an "
+              "LL of −∞) say nothing about the samplers; run without --quick for results.")
+
+
+def smoke_test_lines(results: dict) -> list:
+    """The markdown lines that open the report of a smoke test (none for a real run)."""
+    return [f"**{SMOKE_TEST}**", ""] if results.get("smoke_test") else []
 
 
 def scatter_row(panels, path: str, limit: float, box=None, size: float = 3.0, dpi: int = 120) -> str:

@@ -37,11 +37,14 @@ class ChainState:
 
 @dataclass
 class StepInfo:
-    """Per chain, shape (N,): was the move accepted, Δ (zero if not computed), divergence."""
+    """Per chain, shape (N,): was the move accepted, Δ (zero if not computed), divergence; and
+    whether the move was Metropolis-corrected at all (`adjusted`, a plain bool: an unadjusted
+    move is always taken, so it has no acceptance rate, which diagnostics report as NaN)."""
 
     accepted: torch.Tensor
     log_ratio: torch.Tensor
     divergent: torch.Tensor
+    adjusted: bool = True
 
 
 def non_finite_error(t: int) -> FloatingPointError:
@@ -62,10 +65,10 @@ def check_generator(generator) -> Optional[torch.Generator]:
 
 
 def unadjusted_info(x_new: torch.Tensor) -> StepInfo:
-    """Every chain moves; a non-finite position counts as a divergence."""
+    """Every chain moves (no acceptance rate); a non-finite position counts as a divergence."""
     divergent = ~torch.isfinite(x_new.flatten(1)).all(1)
     zeros = torch.zeros(x_new.shape[0], dtype=x_new.dtype, device=x_new.device)
-    return StepInfo(torch.ones_like(divergent), zeros, divergent)
+    return StepInfo(torch.ones_like(divergent), zeros, divergent, adjusted=False)
 
 
 class Kernel(MCMCKernel):
@@ -198,8 +201,9 @@ class Kernel(MCMCKernel):
         return {"x": self._state.x}
 
     def _rate(self) -> float:
+        """Accepted / proposed moves; NaN for an unadjusted kernel, which has no acceptance."""
         moves, accepted = self._counts
-        return accepted / moves if moves else math.nan
+        return accepted / moves if moves and self.adjusted else math.nan
 
     def logging(self):
         return {"acc. rate": f"{self._rate():.3f}", "divergences": len(self._divergences)}

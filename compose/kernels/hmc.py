@@ -23,7 +23,7 @@ import torch
 
 from ..compiler import Target
 from . import mh
-from .base import ChainState, Kernel, StepInfo
+from .base import ChainState, Kernel, StepInfo, unadjusted_info
 from .stepsize import StepSizeSpec
 
 MassSpec = Union[float, torch.Tensor, Callable[[int], Union[float, torch.Tensor]]]
@@ -128,9 +128,7 @@ class HMC(Kernel):
             x, v, here, lambda y: target.evaluate(y, t), step_size, self.num_leapfrog, inverse_mass)
         x_end, there = positions[-1], evaluations[-1]
         if not self.adjusted:
-            divergent = ~torch.isfinite(x_end.flatten(1)).all(1)
-            zeros = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-            return ChainState(x_end, there, v_end), StepInfo(torch.ones_like(divergent), zeros, divergent)
+            return ChainState(x_end, there, v_end), unadjusted_info(x_end)
         if target.path == "curve":
             delta = target.delta_curve(positions, evaluations, t)
         else:

@@ -160,8 +160,7 @@ def _syntax_error(error: UnexpectedInput, text: str) -> CompositionError:
         if char == '"':
             return CompositionError("unterminated string: missing closing '\"'", text, span)
         if char == "'":
-            return CompositionError("unexpected character \"'\": strings are written in double "
-                                    "quotes", text, span)
+            return CompositionError("unterminated string: missing closing \"'\"", text, span)
         return CompositionError(f"unexpected character {char!r}", text, span)
     if isinstance(error, UnexpectedToken):
         token = error.token
@@ -246,7 +245,7 @@ def _value(variable: str, token: Token):
     it was written (finite)."""
     if token.type == "NUMBER":
         value = int(token) if _INTEGER.match(token) else _real(token, "a condition value")
-    elif token.type == "STRING":
+    elif token.type == "STRING":  # "..." or '...', the same escapes
         value = _ESCAPE.sub(r"\1", token[1:-1])
     else:
         value = str(token)

@@ -5,7 +5,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from compose.experiments.reporting import format_mean_std, mean_std
+from compose.experiments.reporting import format_mean_std, mean_std, smoke_test_lines
 from compose.models.data import NUM_CLASSES
 
 from .models import accuracy_text
@@ -46,7 +46,8 @@ def results_markdown(results: dict) -> str:
     ref = results.get("reference", {})
     env = results["environment"]
     n_gen = s.samples_per_class * NUM_CLASSES
-    lines = ["# Guided diffusion on the 8×8 digits (docs/experiments.md, section 2)", ""]
+    lines = ["# Guided diffusion on the 8×8 digits (docs/experiments.md, section 2)", ""] \
+        + smoke_test_lines(results)
     if results.get("command"):
         lines += ["Command:", "", "```", results["command"], "```", ""]
     lines += [
@@ -68,8 +69,8 @@ def results_markdown(results: dict) -> str:
         f"Gaussian fits of the evaluation classifier's penultimate-layer features "
         f"({s.eval_features} dimensions) of the {n_gen} generated images and of the "
         f"{results.get('data', {}).get('heldout', '?')} held-out images. Mean ± std (ddof 1) "
-        f"over seeds. Acceptance: mean over levels (— for Reverse; 1 for unadjusted "
-        f"samplers). Evaluations: of the diffusion model per sample (each energy evaluation "
+        f"over seeds. Acceptance: mean over levels (— for Reverse and unadjusted "
+        f"samplers, which reject nothing). Evaluations: of the diffusion model per sample (each energy evaluation "
         f"is one forward and one backward pass); the classifier's in parentheses.", "",
         f"Machine: {env['machine']}, {env['cpus']} CPUs (shared), torch {env['torch']} on "
         f"{results['device']} with {results['threads']} thread(s); started "

@@ -15,7 +15,8 @@ from torch import nn
 import compose
 from compose import metrics
 from compose.experiments import commandline
-from compose.experiments.reporting import environment, seed_from, write_json
+from compose.experiments.reporting import (SMOKE_TEST, environment, format_acceptance, seed_from,
+                                             write_json)
 from compose.models.classifier_training import classifier_accuracy
 from compose.models.data import NUM_CLASSES, DigitsSplit, digits_split
 from compose.models.unet import DigitClassifier
@@ -57,7 +58,7 @@ def run_sampler(spec: SamplerSpec, model, guide_net: nn.Module, eval_net: DigitC
     """Sample `settings.samples_per_class` images of every class with one sampler; score them.
 
     Returns a dict: samples (N, 1, 8, 8) CPU, clipped to [−1, 1]; labels; accuracy; frechet;
-    acceptance (mean over levels; nan for Reverse, 1 for unadjusted samplers) and per_level
+    acceptance (mean over levels; NaN for Reverse and unadjusted samplers) and per_level
     (T down to 1); evaluations per sample of the model and of the classifier; divergences;
     step (a, b) and seconds (wall time of sampling only).
     """
@@ -79,8 +80,7 @@ def run_sampler(spec: SamplerSpec, model, guide_net: nn.Module, eval_net: DigitC
     return {"sampler": spec.name, "samples": samples.cpu(), "labels": labels.cpu(),
             "accuracy": metrics.accuracy(eval_net, samples, labels),
             "frechet": metrics.frechet_distance(features, heldout_features),
-            "acceptance": (result.diagnostics.mean_acceptance() if spec.adjusted else
-                           (1.0 if kernel is not None else math.nan)),
+            "acceptance": result.diagnostics.mean_acceptance(),   # NaN: Reverse, unadjusted
             "per_level": [float(v) for v in result.diagnostics.acceptance],
             "evaluations": float(per_sample.get("model", 0.0)),
             "classifier_evaluations": float(sum(v for k, v in per_sample.items()
@@ -129,6 +129,8 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     say = commandline.status_printer(progress)      # bars: only on a terminal unless forced
+    if quick:
+        say(SMOKE_TEST)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -136,7 +138,7 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
     results = {"settings": dataclasses.asdict(settings), "seeds": seeds, "seed": seed,
                "scale": float(scale), "device": str(device), "threads": torch.get_num_threads(),
                "command": command, "started": datetime.datetime.now().isoformat(timespec="seconds"),
-               "environment": environment(),
+               "environment": environment(), "smoke_test": bool(quick),
                "training": [], "tuning": {}, "runs": []}
     json_path = os.path.join(out_dir, "results.json")
     try:
@@ -174,7 +176,7 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 1, scale: float = 
                                             if k not in ("samples", "labels")}
                                            | {"parameterisation": param, "seed": s})
                     say(f"  seed {s} {param:6s} {spec.name:11s} accuracy {run['accuracy']:.3f}  "
-                        f"FD {run['frechet']:.3f}  acceptance {run['acceptance']:.3f}  "
+                        f"FD {run['frechet']:.3f}  acceptance {format_acceptance(run['acceptance'])}  "
                         f"{run['evaluations']:.0f} evals/sample  {run['seconds']:.1f} s")
                     write_json(json_path, results)
         for s, runs in enumerate(samples_by_seed):

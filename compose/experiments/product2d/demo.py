@@ -22,7 +22,7 @@ from ... import components, kernels, sampler
 from ...compiler import compile as compile_target
 from ...metrics import wasserstein2
 from ...schedule import Schedule
-from ..reporting import scatter_row
+from ..reporting import format_acceptance, scatter_row
 from . import target as geometry
 from .likelihood import log_likelihood
 
@@ -41,7 +41,7 @@ def run(num_samples: int = 2000, seed: int = 0, out: Optional[str] = "demo-outpu
     """Sample with every demo sampler; returns one row per sampler and writes the plot.
 
     Returns:
-        rows with keys sampler, ll, w2, acceptance, evaluations (per sample), seconds.
+        rows with keys sampler, ll, w2, acceptance (NaN for unadjusted samplers), evaluations (per sample), seconds.
     """
     schedule = Schedule.cosine(100)
     ring, bar = geometry.analytic_components(schedule)
@@ -61,7 +61,7 @@ def run(num_samples: int = 2000, seed: int = 0, out: Optional[str] = "demo-outpu
         samples[name] = result.samples
         rows.append({"sampler": name, "ll": log_likelihood(result.samples),
                      "w2": wasserstein2(result.samples, reference),
-                     "acceptance": result.diagnostics.mean_acceptance() if kernel and kernel.adjusted else None,
+                     "acceptance": result.diagnostics.mean_acceptance(),  # NaN: none
                      "evaluations": evaluations, "seconds": seconds})
     if out:
         os.makedirs(out, exist_ok=True)
@@ -74,7 +74,7 @@ def format_table(rows: List[dict]) -> str:
     lines = [f"{'sampler':<13}{'LL ↑':>8}{'W2 ↓':>9}{'accept':>8}{'evals/sample':>14}{'seconds':>9}",
              "-" * 61]
     for r in rows:
-        acc = f"{r['acceptance']:.2f}" if r["acceptance"] is not None else "—"
+        acc = format_acceptance(r["acceptance"], 2)
         lines.append(f"{r['sampler']:<13}{r['ll']:>8.3f}{r['w2']:>9.4f}{acc:>8}{r['evaluations']:>14.0f}"
                      f"{r['seconds']:>9.1f}")
     return "\n".join(lines)

@@ -7,7 +7,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from compose.experiments.reporting import format_mean_std, mean_std, scatter_row, seed_from
+from compose.experiments.reporting import (format_acceptance, format_mean_std, mean_std, scatter_row,
+                                           seed_from, smoke_test_lines)
 from compose.schedule import Schedule
 
 from .samplers import PUBLISHED_EVALUATIONS
@@ -59,7 +60,7 @@ def results_markdown(results: dict) -> str:
     the published code's, the paper's claims checked on these numbers, and training times."""
     s = Settings(**results["settings"])
     summary = results.get("summary") or summarise(results)
-    lines = ["# 2D product composition (Table 1)", ""]
+    lines = ["# 2D product composition (Table 1)", ""] + smoke_test_lines(results)
     if results.get("command"):
         lines += ["Command:", "", "```", results["command"], "```", ""]
     env = results["environment"]
@@ -84,7 +85,8 @@ def results_markdown(results: dict) -> str:
               "(higher is better); paper scale = true − 6.1916. W2: exact assignment against as "
               "many exact product samples (lower is better); paper scale = W2 · √(N/2). GMM: "
               "covariance distance of 2-component diagonal mixtures, components matched by their "
-              "means. Mean ± std (ddof 1) over trials. Acceptance: mean over levels. Evaluations: "
+              "means. Mean ± std (ddof 1) over trials. Acceptance: mean over levels (— for Reverse and "
+              "unadjusted samplers, which reject nothing). Evaluations: "
               "of each component per sample, measured by the sampler's counters.", ""]
     for block in results["blocks"]:
         rows = summary.get(block, {})
@@ -95,7 +97,7 @@ def results_markdown(results: dict) -> str:
                   "| acceptance | evaluations / sample | wall time (s) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for row, e in rows.items():
-            acc = "—" if math.isnan(e["acceptance"]) else f"{e['acceptance']:.3f}"
+            acc = format_acceptance(e["acceptance"])
             lines.append(f"| {row} | {format_mean_std(e['ll'], 3)} | {format_mean_std(e['ll_paper'], 3)} | "
                          f"{format_mean_std(e['w2'], 4)} | {format_mean_std(e['w2_paper'], 2)} | {format_mean_std(e['gmm'], 4)} | "
                          f"{acc} | {e['evaluations']:.0f} | {format_mean_std(e['seconds'], 1)} |")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import math
 import os
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -15,7 +14,8 @@ import compose
 from compose import metrics
 from compose.components import Component
 from compose.experiments import commandline
-from compose.experiments.reporting import environment, seed_from, write_json
+from compose.experiments.reporting import (SMOKE_TEST, environment, format_acceptance, seed_from,
+                                             write_json)
 
 from . import likelihood
 from .models import train_models
@@ -40,7 +40,7 @@ def run_sampler(spec: SamplerSpec, components: Tuple[Component, Component],
             CPU generator seeded from `generator`'s seed).
     Returns:
         a dict: samples (num_samples, 2) CPU tensor; metrics {ll, ll_paper, w2, w2_paper, gmm};
-        acceptance (mean over levels, nan for the reverse process), divergences, evaluations
+        acceptance (mean over levels; NaN for the reverse process and unadjusted samplers), divergences, evaluations
         (max over components, per sample), evaluations_per_component, seconds (wall time of the
         sampling run, metrics excluded).
     """
@@ -59,8 +59,7 @@ def run_sampler(spec: SamplerSpec, components: Tuple[Component, Component],
             seed_from(generator.initial_seed(), 99)))
     per_component = result.diagnostics.evaluations_per_sample()
     return {"sampler": spec.name, "samples": samples, "metrics": score_samples(samples, reference),
-            "acceptance": result.diagnostics.mean_acceptance() if spec.adjusted else
-            (1.0 if kernel is not None else math.nan),
+            "acceptance": result.diagnostics.mean_acceptance(),   # NaN: Reverse, unadjusted
             "divergences": result.diagnostics.divergences,
             "evaluations": max(per_component.values()) if per_component else 0.0,
             "evaluations_per_component": per_component, "seconds": seconds}
@@ -123,6 +122,8 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     say = commandline.status_printer(progress)
+    if quick:
+        say(SMOKE_TEST)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -131,7 +132,7 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
                "blocks": blocks, "samplers": [s.name for s in specs], "device": str(device),
                "threads": torch.get_num_threads(), "command": command,
                "started": datetime.datetime.now().isoformat(timespec="seconds"),
-               "environment": environment(),
+               "environment": environment(), "smoke_test": bool(quick),
                "training": [], "runs": []}
     try:
         for trial in range(trials):
@@ -155,7 +156,7 @@ def run_experiment(out_dir, trials: int = 1, quick: bool = False,
                                needed=needed_evaluations(spec, settings, exact=block == "energy"))
                     results["runs"].append(run)
                     say(f"  {block:6s} {row:11s} W2 {run['metrics']['w2']:.4f}  "
-                         f"LL {run['metrics']['ll']:.3f}  acc {run['acceptance']:.3f}  "
+                         f"LL {run['metrics']['ll']:.3f}  acc {format_acceptance(run['acceptance'])}  "
                          f"{run['evaluations']:.0f} evals/sample  {run['seconds']:.1f} s")
                     write_json(os.path.join(out_dir, "results.json"), results)
             np.savez_compressed(os.path.join(out_dir, f"samples_trial{trial}.npz"), **saved)

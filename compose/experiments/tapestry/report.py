@@ -7,7 +7,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from compose.experiments.reporting import format_mean_std, mean_std
+from compose.experiments.reporting import format_mean_std, mean_std, smoke_test_lines
 from compose.models.data import NUM_CLASSES
 
 from .canvas import canvas_shape, window_starts
@@ -59,7 +59,7 @@ def results_markdown(results: dict) -> str:
     windows = list(next(iter(summary.values()))["windows"]) if summary else []
     canvases = ", ".join(f"\"{' '.join(map(str, row))}\" (1×8×"
                          f"{canvas_shape(len(row), s.overlap)[-1]})" for row in s.canvases)
-    lines = ["# The image tapestry on the 8×8 digits", ""]
+    lines = ["# The image tapestry on the 8×8 digits", ""] + smoke_test_lines(results)
     if results.get("command"):
         lines += ["Command:", "", "```", results["command"], "```", ""]
     lines += [

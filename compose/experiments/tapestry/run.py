@@ -15,7 +15,8 @@ import compose
 from compose import metrics
 from compose.experiments import commandline
 from compose.experiments import digits
-from compose.experiments.reporting import environment, seed_from, write_json
+from compose.experiments.reporting import (SMOKE_TEST, environment, format_acceptance, seed_from,
+                                             write_json)
 from compose.models.data import DigitsSplit, digits_split
 from compose.tuning import tune_step_size
 
@@ -51,8 +52,8 @@ def run_canvas(model, digit_row: Sequence[int], spec, kernel, settings: Settings
     """Sample `chains` canvases of one row of digits with one sampler; score every window.
 
     Returns a dict: canvas ("3 7"), sampler, canvases (N, 1, 8, W) clipped to [−1, 1], crops
-    (all windows' crops stacked), accuracy (one per window), acceptance (mean over levels; nan
-    for Reverse, 1 unadjusted), evaluations (network evaluations on 8×8 crops per canvas),
+    (all windows' crops stacked), accuracy (one per window), acceptance (mean over levels; NaN
+    for Reverse and unadjusted samplers), evaluations (network evaluations on 8×8 crops per canvas),
     divergences, seconds (sampling only).
     """
     target = compile_canvas(model, digit_row, scale, settings, spec)
@@ -69,8 +70,7 @@ def run_canvas(model, digit_row: Sequence[int], spec, kernel, settings: Settings
     evaluations = result.diagnostics.evaluations_per_sample()
     return {"canvas": " ".join(map(str, digit_row)), "sampler": spec.name, "canvases": canvases,
             "crops": torch.cat(windows), "accuracy": accuracy,
-            "acceptance": (result.diagnostics.mean_acceptance() if spec.adjusted
-                           else (1.0 if kernel is not None else math.nan)),
+            "acceptance": result.diagnostics.mean_acceptance(),   # NaN: Reverse, unadjusted
             "evaluations": float(sum(evaluations.values())),
             "divergences": result.diagnostics.divergences, "seconds": seconds}
 
@@ -151,6 +151,8 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 3, seed: int = 0,
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     say = commandline.status_printer(progress)      # bars: only on a terminal unless forced
+    if quick:
+        say(SMOKE_TEST)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -158,7 +160,7 @@ def run_experiment(out_dir, quick: bool = False, seeds: int = 3, seed: int = 0,
     results = {"settings": dataclasses.asdict(settings), "seeds": seeds, "seed": seed,
                "command": command, "threads": torch.get_num_threads(),
                "started": datetime.datetime.now().isoformat(timespec="seconds"),
-               "environment": environment(),
+               "environment": environment(), "smoke_test": bool(quick),
                "runs": []}
     json_path = os.path.join(out_dir, "results.json")
     try:
