@@ -177,7 +177,7 @@ def grid(images, columns: Optional[int] = None, *, title: Optional[str] = None,
         labels: one short label under each cell (cut to the cell's width).
         gutter: pixels between and around the cells (default: 1/20 of a cell, at least 3).
         scale: each pixel drawn as scale × scale (default: the smallest that makes cells at
-            least 64 pixels wide, so that tiny images and their labels stay legible).
+            least 96 pixels wide, so that tiny images and their labels stay legible).
         output_type: "pil" (an RGB image), "np" (a float array (H, W, 3) in [0, 1]) or "pt"
             (a float tensor (3, H, W) in [0, 1]).
     """
@@ -195,7 +195,7 @@ def grid(images, columns: Optional[int] = None, *, title: Optional[str] = None,
         raise ValueError(f"columns: must be an integer ≥ 1, got {columns!r}")
     columns = min(columns, n)
     rows = math.ceil(n / columns)
-    scale = scale or max(1, math.ceil(64 / max(h, w)))
+    scale = scale or max(1, math.ceil(96 / max(h, w)))
     cell_h, cell_w = h * scale, w * scale
     gutter = max(3, min(cell_h, cell_w) // 20) if gutter is None else int(gutter)
 
@@ -203,7 +203,7 @@ def grid(images, columns: Optional[int] = None, *, title: Optional[str] = None,
     width = columns * cell_w + (columns + 1) * gutter
     font = _font(max(10, min(16, cell_w // 6)))
     label_h = _line_height(font) + 2 if labels is not None else 0
-    title_font = _font(max(11, min(18, width // 30)))
+    title_font = _font(max(12, min(18, width // 30)))
     title_lines = _wrap(title, title_font, width - 2 * gutter) if title else []
     title_h = len(title_lines) * _line_height(title_font) + (gutter if title_lines else 0)
     height = title_h + rows * (cell_h + label_h) + (rows + 1) * gutter

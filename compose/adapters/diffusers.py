@@ -398,8 +398,9 @@ class DiffusersScoreModel(ScoreModel):
             label = self.null_class
         else:
             raise ValueError(f"{self.name}: the UNet is class-conditional; give the class as a "
-                             f"condition, e.g. {self.name}.given({{'{self.condition}': 0}}), or "
-                             "a null_class for the bare leaf")
+                             f"condition, e.g. {self.name}({self.condition}=0) in the composition, "
+                             "or a class for the bare leaf (null_class= of load / from_diffusers, "
+                             "--null-class on the command line)")
         return prompt, label
 
     def _class_value(self, value, n: int, what: str, device=None) -> torch.Tensor:
