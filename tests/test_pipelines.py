@@ -144,7 +144,10 @@ def test_example_samples_a_prompt_composition_and_writes_a_grid(saved, tmp_path,
     assert result.samples.shape == (3, 4, 8, 8) and torch.isfinite(result.samples).all()
     from PIL import Image
     with Image.open(out) as image:
-        assert image.size == (2 * 16, 2 * 16)               # 3 images on a 2 × 2 grid
+        # 3 images on a 2 × 2 grid: 16-pixel images drawn 6× (96), gutters of 96/20 → 4 pixels
+        assert image.size[0] == 2 * 96 + 3 * 4
+        assert image.size[1] > 2 * 96 + 3 * 4               # and the composition as a title
+    assert "values (" in printed and "clipped" in printed
 
 
 class IFStylePipeline:

@@ -148,17 +148,24 @@ def picture(samples: torch.Tensor, path: Path, title: str, limit: Optional[float
     return path
 
 
+#: Samplers without an accept/reject step, by the name diagnostics record.
+UNADJUSTED = ("ULA", "U-HMC", "Reverse")
+
+
 def summary(diagnostics: dict, rows: int = 10) -> str:
     """The run at a glance, as a table of levels (level T first): steps, step size, acceptance
     (mean weighted by steps, and the lowest level's), divergences, network evaluations per
     sample and seconds; a last row for the whole run.
 
     With more than `rows` levels, consecutive levels are binned into `rows` rows. An unadjusted
-    sampler (no accept/reject) has no acceptance: shown as "—".
+    sampler (ULA, U-HMC, the reverse process: no accept/reject) has no acceptance: "—".
     """
     levels = diagnostics.get("levels") or []
     if not levels:
         return "no levels were sampled"
+    sampler = str(diagnostics.get("sampler", "?"))
+    if sampler.split(" ")[0] in UNADJUSTED:
+        levels = [dict(d, acceptance=None) for d in levels]
     size = max(1, math.ceil(len(levels) / max(1, int(rows))))
     groups = [levels[i:i + size] for i in range(0, len(levels), size)]
     header = ("levels", "steps", "step size", "acceptance", "lowest", "divergences",
@@ -170,7 +177,7 @@ def summary(diagnostics: dict, rows: int = 10) -> str:
     lines = ["  ".join(cell.rjust(w) if j else cell.ljust(w) for j, (cell, w) in
                        enumerate(zip(row, widths))) for row in table]
     binned = f", {size} levels a row" if size > 1 else ""
-    title = (f"{diagnostics.get('sampler', '?')}: {diagnostics.get('num_samples', '?')} chains, "
+    title = (f"{sampler}: {diagnostics.get('num_samples', '?')} chains, "
              f"{len(levels)} levels (level {levels[0]['level']} first{binned})")
     return "\n".join([title] + ["  " + line for line in lines])
 
