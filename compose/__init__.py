@@ -13,7 +13,7 @@ from .kernels import HMC, MALA, ULA, ChainState, Kernel, RandomWalkMH, StepInfo
 from .sampler import Adaptation, Diagnostics, SampleResult, sample
 from .schedule import Schedule
 from .kernels.stepsize import PowerLaw
-from . import presets
+from . import images, presets
 
 __version__ = "0.1.0"
 

@@ -5,6 +5,8 @@
                  [--reverse-step] [--event-shape D,D,...] [--json]
     compose sample "<expr>" --components ... --kernel KERNEL --step-size X --out DIR [...]
                  (blocks, checkpoints, --resume; under torchrun, sharded over processes)
+    (both: --model NAME=PATH_OR_ID binds a diffusers folder or hub id, instead of or beside
+     --components; with --null-class [NAME=]C and --model-dtype)
     compose demo [...]            (compose.experiments.product2d.demo; arguments passed through)
 
 Every subcommand is registered in `commands()`: a name, a help line, a function that adds its
@@ -165,9 +167,10 @@ def _add_composition_options(parser: argparse.ArgumentParser) -> None:
     """The options `compose plan` and `compose sample` share: the composition, how it is
     compiled, and the run it is planned or sampled for."""
     parser.add_argument("expression", help='the composition, e.g. "ring * bar ** 0.5"')
-    parser.add_argument("--components", required=True, metavar="FILE_OR_MODULE",
+    parser.add_argument("--components", metavar="FILE_OR_MODULE",
                         help="a Python file or module; its top-level components (or a dict "
                              "named `components`) are bound by name")
+    _add_model_options(parser)
     parser.add_argument("--steps", type=_count(0), default=10, metavar="K",
                         help="MCMC steps per level (default 10)")
     parser.add_argument("--samples", type=_count(1), default=2000, metavar="N",
@@ -210,7 +213,7 @@ def _configure_plan(parser: argparse.ArgumentParser) -> None:
 
 def _run_plan(args: argparse.Namespace) -> int:
     from .compiler import compile
-    bindings = load_components(args.components)
+    bindings = bindings_of(args)
     shape = _event_shape(args)
     levels = _levels(args.levels)
     try:
@@ -248,6 +251,114 @@ def _kernel(name: str, leapfrog: int):
         "RWMH": lambda: kernels.RandomWalkMH(1e-2),
         "Reverse": lambda: None,
     }[name]()
+
+
+# -- bindings: --components and --model -------------------------------------------------------
+MODEL_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model NAME=PATH_OR_ID (repeatable) and how such models are loaded."""
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH_OR_ID",
+                        help="bind a diffusers model to NAME: a folder written by "
+                             "save_pretrained (a pipeline, or unet/ and scheduler/), or a hub "
+                             "id in the local cache; repeatable, beside or instead of "
+                             "--components")
+    parser.add_argument("--null-class", action="append", default=[], metavar="[NAME=]C",
+                        help="the class label of the bare leaf of a class-conditional --model "
+                             "(the unconditional model of guidance): C for every --model, "
+                             "NAME=C for one")
+    parser.add_argument("--model-dtype", choices=MODEL_DTYPES, default=None,
+                        help="load the --model networks in this dtype (default: as saved); "
+                             "the chains keep their own dtype")
+
+
+def bindings_of(args: argparse.Namespace, device=None) -> Dict[str, object]:
+    """Name → component from --components and --model; a name bound twice is an error."""
+    if args.components is None and not args.model:
+        raise CommandError("give the components: --model NAME=PATH_OR_ID (a diffusers folder "
+                           "or hub id) and/or --components FILE_OR_MODULE")
+    bindings = load_components(args.components) if args.components is not None else {}
+    models = load_models(args.model, args.null_class, args.model_dtype, device)
+    for name in models:
+        if name in bindings:
+            raise CommandError(f"--model {name}=...: {name!r} is also bound by --components "
+                               f"{args.components}; choose another name")
+    bindings.update(models)
+    return bindings
+
+
+def _bindings_label(args: argparse.Namespace) -> str:
+    """Where the components came from, as run.json records it."""
+    return "; ".join(([args.components] if args.components is not None else [])
+                     + [f"--model {spec}" for spec in args.model])
+
+
+def _model_device(args: argparse.Namespace):
+    """The device the chains of `compose sample --device` run on, for the --model networks."""
+    if not args.model:
+        return None
+    from .runs.group import pick_device
+    try:
+        return pick_device(args.device)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+def load_models(specs, null_classes=(), dtype: Optional[str] = None,
+                device=None) -> Dict[str, object]:
+    """`compose.adapters.load` of each NAME=PATH_OR_ID, with --null-class and --model-dtype."""
+    if not specs:
+        if null_classes or dtype is not None:
+            raise CommandError("--null-class and --model-dtype apply to --model; no --model given")
+        return {}
+    parsed: Dict[str, str] = {}
+    for spec in specs:
+        name, sep, where = spec.partition("=")
+        name, where = name.strip(), where.strip()
+        if not sep or not name.isidentifier() or not where:
+            raise CommandError(f"--model: expected NAME=PATH_OR_ID, e.g. p=./my-pipeline or "
+                               f"p=google/ddpm-cifar10-32, got {spec!r}")
+        if name in parsed:
+            raise CommandError(f"--model: {name!r} is bound twice")
+        parsed[name] = where
+    classes = _null_classes(null_classes, parsed)
+    try:
+        from . import adapters
+        load = adapters.load
+    except ImportError as error:
+        raise CommandError(f"--model needs diffusers: {error}") from None
+    import torch
+    options = {} if dtype is None else {"dtype": getattr(torch, dtype)}
+    if device is not None:
+        options["device"] = device
+    models = {}
+    for name, where in parsed.items():
+        extra = {"null_class": classes[name]} if name in classes else {}
+        try:
+            models[name] = load(where, name=name, **options, **extra)
+        except (ValueError, OSError) as error:
+            raise CommandError(f"--model {name}={where}: {error}") from None
+    return models
+
+
+def _null_classes(values, names) -> Dict[str, int]:
+    """--null-class C (every model) or NAME=C (one) as name → class."""
+    out: Dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.rpartition("=")
+        targets = [name.strip()] if sep else list(names)
+        if sep and name.strip() not in names:
+            raise CommandError(f"--null-class {value}: no --model named {name.strip()!r} "
+                               f"(models: {', '.join(names)})")
+        try:
+            label = int(number)
+        except ValueError:
+            raise CommandError(f"--null-class: expected a class number C or NAME=C, got "
+                               f"{value!r}") from None
+        for target in targets:
+            out[target] = label
+    return out
 
 
 def load_components(spec: str) -> Dict[str, object]:
@@ -333,7 +444,8 @@ def _count(low: int) -> Callable[[str], int]:
 def _configure_sample(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Sample a composition into --out: samples.pt (N, *event), diagnostics.json, plan.txt, "
-        "samples.png. Chains run in blocks seeded from (seed, block), checkpointed after every "
+        "and for image models images.pt and images.png (decoded through a latent model's VAE, "
+        "clipped to [0, 1]), else samples.png. Chains run in blocks seeded from (seed, block), checkpointed after every "
         "level; under torchrun the processes take blocks in turn. The samples are bitwise the "
         "same for any number of processes and after --resume (docs/sampling_at_scale.md).")
     _add_composition_options(parser)
@@ -378,7 +490,7 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="a progress bar (default: only when stderr is a terminal)")
     parser.add_argument("--no-picture", dest="picture", action="store_false",
-                        help="do not write samples.png")
+                        help="do not write samples.png / images.png")
 
 
 def _run_sample(args: argparse.Namespace) -> int:
@@ -386,8 +498,8 @@ def _run_sample(args: argparse.Namespace) -> int:
     from .sampler import Adaptation
     levels = _levels(args.levels)
     shape = _event_shape(args)
-    bindings = load_components(args.components)
-    source = Path(args.components)
+    bindings = bindings_of(args, device=_model_device(args))
+    source = Path(args.components) if args.components is not None else None
     try:
         adaptation = None
         if args.adapt:
@@ -405,8 +517,9 @@ def _run_sample(args: argparse.Namespace) -> int:
             adaptation=adaptation, event_shape=shape, dtype=args.dtype, device=args.device,
             threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
             trust_components=args.trust_components,
-            progress=args.progress, picture=args.picture, components_label=args.components,
-            components_source=source.read_bytes() if source.is_file() else None)
+            progress=args.progress, picture=args.picture,
+            components_label=_bindings_label(args),
+            components_source=source.read_bytes() if source is not None and source.is_file() else None)
     except CompositionError:
         raise
     except ValueError as error:        # RunError, and bad option values named by the library
@@ -414,7 +527,18 @@ def _run_sample(args: argparse.Namespace) -> int:
     if result is not None:
         print(f"{result.samples.shape[0]} samples of shape {tuple(result.samples.shape[1:])} "
               f"written to {result.out}")
+        _print_run_summary(result)
     return 0
+
+
+def _print_run_summary(result) -> None:
+    """After a run: its images (how many values were clipped) and the per-level table."""
+    from .runs import outputs
+    images = getattr(result, "images", None)
+    if images is not None:
+        print(f"{len(images)} images of shape {tuple(images.images.shape[1:])} "
+              f"({images.decoder}) written to {result.out / 'images.pt'}; {images.clipping()}")
+    print(outputs.summary(result.diagnostics))
 
 
 def _numbers(text: str, kind, option: str, expected: str) -> list:

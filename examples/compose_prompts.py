@@ -8,22 +8,21 @@ composition the model is called ``p`` (``--name`` changes that), e.g.
 
     'p(prompt="a castle") ** 7.5 / p ** 6.5'                                (classifier-free guidance)
     'p(prompt="a dog") ** 3 * p(prompt="a hat") ** 3 / p(prompt="rain") / p ** 4'  (AND / NOT)
+    'p(class=3) ** 3 / p ** 2'    (a class-conditional UNet, with --null-class for the bare p)
 
 The composition is sampled on a respaced schedule (``--levels`` of the pipeline's training
 levels) with annealed HMC whose Metropolis–Hastings correction integrates the score along the
 leapfrog path (HMC-curve), an ancestral step after each level, and the step size kept in an
-acceptance band during warm-up. The samples are decoded (the VAE of a latent model) and
-written as one image grid; the plan and the per-level acceptance are printed.
+acceptance band during warm-up. The samples are decoded (the VAE of a latent model), clipped
+to [0, 1] and written as one image grid titled with the composition; the plan, the per-level
+acceptance and how many values were clipped are printed.
 """
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 
 import compose
 from compose.adapters import load
@@ -31,25 +30,14 @@ from compose.adapters import load
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def image_grid(images: torch.Tensor, columns: Optional[int] = None) -> Image.Image:
-    """Images (N, C, H, W) in [0, 1] as one RGB grid, `columns` wide (default ⌈√N⌉)."""
-    n, channels, height, width = images.shape
-    columns = columns or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    grid = torch.ones((3, rows * height, columns * width))
-    for i, image in enumerate(images.detach().float().cpu().clamp(0, 1)):
-        image = image.expand(3, -1, -1) if channels == 1 else image[:3]
-        r, c = divmod(i, columns)
-        grid[:, r * height:(r + 1) * height, c * width:(c + 1) * width] = image
-    pixels = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return Image.fromarray(pixels)
-
-
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("pipeline_dir", help="a folder written by save_pretrained")
     parser.add_argument("composition", help="e.g. 'p(prompt=\"a castle\") ** 7.5 / p ** 6.5'")
     parser.add_argument("--name", default="p", help="the model's name in the composition")
+    parser.add_argument("--null-class", type=int, default=None, metavar="C",
+                        help="class-conditional UNets: the class label of the bare leaf (the "
+                             "unconditional model of guidance), e.g. 'p(class=3) ** 3 / p ** 2'")
     parser.add_argument("--levels", type=int, default=50, help="respaced levels (of the training T)")
     parser.add_argument("--steps", type=int, default=2, help="HMC steps per level")
     parser.add_argument("--leapfrog", type=int, default=3, help="leapfrog steps per HMC step")
@@ -67,9 +55,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> compose.SampleResult:
     args = parse_args(argv)
-    model = load(args.pipeline_dir, name=args.name, dtype=DTYPES[args.dtype], device=args.device)
-    target = compose.compile(args.composition, {args.name: model}, levels=args.levels,
-                             path="curve", points=args.points)
+    extra = {} if args.null_class is None else {"null_class": args.null_class}
+    try:
+        model = load(args.pipeline_dir, name=args.name, dtype=DTYPES[args.dtype],
+                     device=args.device, **extra)
+        target = compose.compile(args.composition, {args.name: model}, levels=args.levels,
+                                 path="curve", points=args.points)
+    except ValueError as error:             # CompositionError too: a message, not a traceback
+        raise SystemExit(f"compose_prompts.py: error: {error}") from None
     kernel = compose.HMC(compose.PowerLaw(args.step_a, args.step_b), num_leapfrog=args.leapfrog)
     print(target.plan_for(kernel, args.steps, args.samples, reverse_step=True, device=args.device))
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -81,9 +74,10 @@ def main(argv: Optional[Sequence[str]] = None) -> compose.SampleResult:
           + " ".join(f"{a:.2f}" for a in acceptance))
     print(f"mean acceptance {result.diagnostics.mean_acceptance():.2f}, "
           f"{result.diagnostics.seconds:.1f} s")
-    images = model.decode(result.samples)
-    image_grid(images).save(args.out)
-    print(f"wrote {args.out}: {images.shape[0]} images of {tuple(images.shape[1:])}")
+    images = target.decode(result.samples)
+    images.grid(title=args.composition).save(args.out)
+    print(f"wrote {args.out}: {len(images)} images of {tuple(images.images.shape[1:])}; "
+          f"{images.clipping()}")
     return result
 
 

@@ -100,7 +100,9 @@ def test_decode_goes_through_the_vae(saved):
     with torch.no_grad():
         direct = pipeline.vae.decode(latents / pipeline.vae.config.scaling_factor).sample
     assert images.shape == (2, 3, 16, 16)
-    torch.testing.assert_close(images, (direct / 2 + 0.5).clamp(0, 1))
+    torch.testing.assert_close(images, direct / 2 + 0.5)          # not clipped: compose.images clips
+    decoded = compose.images.decode(model, latents)
+    torch.testing.assert_close(decoded.images, (direct / 2 + 0.5).clamp(0, 1))
 
 
 def test_load_in_bfloat16_keeps_chains_in_float32(saved):
@@ -143,7 +145,10 @@ def test_example_samples_a_prompt_composition_and_writes_a_grid(saved, tmp_path,
     assert result.samples.shape == (3, 4, 8, 8) and torch.isfinite(result.samples).all()
     from PIL import Image
     with Image.open(out) as image:
-        assert image.size == (2 * 16, 2 * 16)               # 3 images on a 2 × 2 grid
+        # 3 images on a 2 × 2 grid: 16-pixel images drawn 6× (96), gutters of 96/20 → 4 pixels
+        assert image.size[0] == 2 * 96 + 3 * 4
+        assert image.size[1] > 2 * 96 + 3 * 4               # and the composition as a title
+    assert "values (" in printed and "clipped" in printed
 
 
 class IFStylePipeline:
@@ -185,4 +190,6 @@ def test_if_style_pipeline_uses_its_own_encode_prompt_without_guidance():
                                      ).sample[:, :3].double() for prompt, e in embeddings.items()}
     expected = -(20 * eps["a castle"] - 19 * eps[""]) / (1 - abar).sqrt()
     torch.testing.assert_close(score.double(), expected, rtol=0, atol=1e-4 * expected.abs().max().item())
-    assert model.decode(x).min() >= 0 and model.decode(x).max() <= 1
+    torch.testing.assert_close(model.decode(x), x / 2 + 0.5)
+    images = compose.images.decode(model, x).images
+    assert images.min() >= 0 and images.max() <= 1

@@ -27,6 +27,7 @@ _LAZY = {
     "noise_from_output": ".diffusers",
     "PREDICTION_TYPES": ".diffusers",
     "PromptEmbeddings": ".diffusers",
+    "VaeDecoder": ".diffusers",
     "from_pipeline": ".pipelines",
     "load": ".loading",
 }

@@ -168,8 +168,9 @@ class DiffusersScoreModel(ScoreModel):
         null_class: the class label of the bare leaf of a class-conditional UNet (the
             unconditional model of classifier-free guidance); without it the bare leaf is
             refused.
-        decode: samples → images in [0, 1] (a VAE for latent models, see `from_pipeline`);
-            by default pixels in [−1, 1] are mapped to [0, 1].
+        decode: samples → images on the [0, 1] scale, or a diffusers VAE (``AutoencoderKL``:
+            its decoder, for a latent model; `from_pipeline` passes the pipeline's own); by
+            default pixels in [−1, 1] are mapped to [0, 1]. `compose.images.decode` clips.
 
     The UNet is called with timestep t − 1 (see the module docstring) and in its own dtype;
     ε̂ is formed in the input's dtype with √ᾱ_t and σ_t from tables cached per device and
@@ -184,7 +185,7 @@ class DiffusersScoreModel(ScoreModel):
                  prediction_type: Optional[str] = None, condition: str = "class",
                  encode_prompt: Optional[Callable[[str], object]] = None,
                  null_class: Optional[int] = None,
-                 decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+                 decode=None):
         if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
             raise ValueError(f"unet: expected a diffusers UNet2DModel or UNet2DConditionModel, "
                              f"got {type(unet).__name__}")
@@ -248,8 +249,11 @@ class DiffusersScoreModel(ScoreModel):
                 raise ValueError("null_class: the UNet is not class-conditional")
             self._class_value(null_class, 1, "null_class")
         self.null_class = null_class
+        if _is_vae(decode):
+            decode = VaeDecoder(decode)
         if decode is not None and not callable(decode):
-            raise ValueError(f"decode: expected a callable samples → images, got {type(decode).__name__}")
+            raise ValueError(f"decode: expected a callable samples → images or a diffusers VAE, "
+                             f"got {type(decode).__name__}")
         self.decoder = decode
         self._tables = {}
 
@@ -345,11 +349,18 @@ class DiffusersScoreModel(ScoreModel):
         return list(self.stacked_score(stacked, t, conditions_list).split(x.shape[0]))
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] from samples: the `decode` hook (a VAE for latent models), or
-        (x + 1)/2 clamped for a pixel model trained on [−1, 1]."""
+        """Images on the [0, 1] scale from samples, not clipped (`compose.images.decode` clips
+        and counts): the `decode` hook (a VAE for latent models), or (x + 1)/2 for a pixel
+        model of 1 or 3 channels trained on [−1, 1]. Latents without a VAE are refused."""
         if self.decoder is not None:
             return self.decoder(x)
-        return (x / 2 + 0.5).clamp(0, 1)
+        if self.channels not in (1, 3):
+            raise ValueError(
+                f"{self.name}: samples of {self.channels} channels are latents, not pixels, and "
+                "no VAE decodes them; pass the VAE: from_diffusers(unet, scheduler, "
+                "decode=pipeline.vae), or load the whole pipeline (compose.adapters.load or "
+                "from_pipeline)")
+        return x / 2 + 0.5
 
     # -- conditions --------------------------------------------------------------------
     def _unet_inputs(self, conditions_list: Sequence[Conditions], n: int, device) -> dict:
@@ -396,8 +407,9 @@ class DiffusersScoreModel(ScoreModel):
             label = self.null_class
         else:
             raise ValueError(f"{self.name}: the UNet is class-conditional; give the class as a "
-                             f"condition, e.g. {self.name}.given({{'{self.condition}': 0}}), or "
-                             "a null_class for the bare leaf")
+                             f"condition, e.g. {self.name}({self.condition}=0) in the composition, "
+                             "or a class for the bare leaf (null_class= of load / from_diffusers, "
+                             "--null-class on the command line)")
         return prompt, label
 
     def _class_value(self, value, n: int, what: str, device=None) -> torch.Tensor:
@@ -455,13 +467,38 @@ class DiffusersScoreModel(ScoreModel):
                 f"prediction_type={self.prediction_type!r}, learned_variance={self.learned_variance}")
 
 
+class VaeDecoder:
+    """Latents → images on the [0, 1] scale through a VAE, not clipped:
+    x = VAE.decode(z / scaling_factor + shift_factor), image = (x + 1)/2."""
+
+    def __init__(self, vae):
+        self.vae = vae
+        config = vae.config
+        self.scale = float(getattr(config, "scaling_factor", 1.0) or 1.0)
+        self.shift = float(getattr(config, "shift_factor", None) or 0.0)
+
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = (latents / self.scale + self.shift).to(device=self.vae.device, dtype=self.vae.dtype)
+            images = self.vae.decode(z, return_dict=False)[0]
+        return images.to(latents.dtype) / 2 + 0.5
+
+    def __repr__(self) -> str:
+        return f"VaeDecoder({type(self.vae).__name__}, scaling_factor={self.scale:g})"
+
+
+def _is_vae(value) -> bool:
+    """A diffusers autoencoder (it decodes latents; its config names its latent channels)."""
+    return (isinstance(value, torch.nn.Module) and callable(getattr(value, "decode", None))
+            and hasattr(getattr(value, "config", None), "latent_channels"))
+
+
 def from_diffusers(unet, scheduler, name: Optional[str] = None,
                    event_shape: Optional[Sequence[int]] = None,
                    prediction_type: Optional[str] = None, condition: str = "class", *,
                    encode_prompt: Optional[Callable[[str], object]] = None,
                    null_class: Optional[int] = None,
-                   decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-                   ) -> DiffusersScoreModel:
+                   decode=None) -> DiffusersScoreModel:
     """A `DiffusersScoreModel` from a UNet2DModel or UNet2DConditionModel and its DDPM-style
     scheduler (see `DiffusersScoreModel` for the arguments).
 

@@ -15,7 +15,7 @@ import torch
 
 import diffusers
 
-from .diffusers import DiffusersScoreModel, from_diffusers
+from .diffusers import DiffusersScoreModel, VaeDecoder, from_diffusers
 
 #: Keyword options passed on to `from_diffusers` (by `from_pipeline` and `load`).
 COMPONENT_OPTIONS = ("event_shape", "prediction_type", "condition", "null_class", "encode_prompt",
@@ -50,23 +50,6 @@ class PipelinePrompts:
         return embedding
 
 
-class VaeDecoder:
-    """Latents → images in [0, 1] through a pipeline's VAE:
-    x = VAE.decode(z / scaling_factor + shift_factor), image = (x + 1)/2 clamped."""
-
-    def __init__(self, vae):
-        self.vae = vae
-        config = vae.config
-        self.scale = float(getattr(config, "scaling_factor", 1.0) or 1.0)
-        self.shift = float(getattr(config, "shift_factor", None) or 0.0)
-
-    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            z = (latents / self.scale + self.shift).to(device=self.vae.device, dtype=self.vae.dtype)
-            images = self.vae.decode(z, return_dict=False)[0]
-        return (images.to(latents.dtype) / 2 + 0.5).clamp(0, 1)
-
-
 def from_pipeline(pipeline, name: Optional[str] = None, *,
                   encode_prompt: Optional[Callable[[str], object]] = None,
                   decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
@@ -79,7 +62,8 @@ def from_pipeline(pipeline, name: Optional[str] = None, *,
         name: identifier in plans and expression strings.
         encode_prompt: prompt → embedding; by default the pipeline's own ``encode_prompt``
             (text-conditional UNets only).
-        decode: samples → images in [0, 1]; by default the pipeline's VAE for latent models.
+        decode: samples → images on the [0, 1] scale; by default the pipeline's VAE for latent
+            models.
         options: further `from_diffusers` arguments (prediction_type, null_class, ...).
     """
     unknown = sorted(set(options) - set(COMPONENT_OPTIONS))

@@ -439,6 +439,12 @@ class Target:
                 raise ValueError(f"positions: every point must have shape {tuple(positions[0].shape)}")
         return self.delta_curve(positions, [self.evaluate(p, t) for p in positions], t)
 
+    def decode(self, samples, output_type: str = "pt"):
+        """Images from samples (a tensor or a `compose.sample` result) through the first
+        component that decodes (a latent model's VAE), clipped to [0, 1]; `compose.images.decode`."""
+        from ..images import decode
+        return decode(self, samples, output_type=output_type)
+
     def __repr__(self) -> str:
         rule = "" if self.rule == "trapezoid" else f", rule={self.rule!r}"
         return f"Target({str(self.expr)!r}, path={self.path!r}, points={self.points}{rule})"

@@ -1,10 +1,16 @@
 """What a finished run leaves in its directory, merged from its blocks in block order.
 
-    samples.pt         the samples, one tensor (N, *event_shape) in block order (`torch.load` it)
+    samples.pt         the samples, one tensor (N, *event_shape) in block order (`torch.load` it),
+                       raw: never clipped
+    images.pt          for image models, the images (N, C, H, W) in [0, 1]: decoded by the
+                       component that decodes (a latent model's VAE), or pixels in [−1, 1]
+                       mapped to [0, 1]; clipped to [0, 1], the clipped values counted in
+                       diagnostics.json ("images")
+    images.png         a grid of the first images, the composition as its title
     diagnostics.json   per level, over all chains: acceptance, mean |Δ|, divergences,
                        evaluations per sample, step size; and the same for every block
     plan.txt / .json   the sampler plan: network evaluations per step, level and sample
-    samples.png        a scatter for 2-D samples, an image grid for images
+    samples.png        a scatter for 2-D samples
     run.json           the settings and their hash (written when the run starts)
 """
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from .. import images as _images
 from . import checkpoint
 
 
@@ -79,46 +86,123 @@ def write_tensor(path: Path, tensor: torch.Tensor) -> None:
     checkpoint.write_atomic(path, buffer.getvalue())
 
 
+def images_of(target, samples: torch.Tensor):
+    """(`Images` (N, C, H, W) in [0, 1], or None; a note for the user, or None).
+
+    Through the component of `target` that decodes (a latent model's VAE); without one,
+    image-shaped samples ((H, W) or (1|3, H, W)) are taken as pixels in [−1, 1]. A component
+    that refuses to decode (latents without their VAE) gives no images and its message.
+    """
+    try:
+        component = _images.decoder_of(target)
+    except ValueError:
+        component = None
+    if component is not None:
+        try:
+            return _images.decode(component, samples), None
+        except ValueError as error:
+            return None, f"no images written: {error}"
+    x = samples[:, None] if samples.dim() == 3 else samples
+    if x.dim() == 4 and x.shape[1] in (1, 3):
+        return _images.postprocess(_images.to_unit(x), decoder="pixels in [-1, 1]"), None
+    return None, None
+
+
+def images_record(images) -> dict:
+    """What diagnostics.json says about the images: shape, decoder, clipped values."""
+    return {"shape": list(images.images.shape[1:]), "decoder": images.decoder,
+            "clipped": images.clipped, "values": images.values,
+            "fraction_clipped": images.fraction_clipped}
+
+
 def picture(samples: torch.Tensor, path: Path, title: str, limit: Optional[float] = None,
-            most: int = 64) -> Optional[Path]:
-    """A scatter of 2-D samples, or a grid of the first `most` images ((H, W), (1|3, H, W);
-    values in [−1, 1]); None for any other shape."""
+            most: int = 64, images=None) -> Optional[Path]:
+    """A scatter of 2-D samples, or a grid of the first `most` images (`images`, or image-shaped
+    samples ((H, W), (1|3, H, W)) taken as pixels in [−1, 1]); None for any other shape."""
+    if images is None and tuple(samples.shape[1:]) != (2,):
+        images, _ = images_of(None, samples) if samples.dim() in (3, 4) else (None, None)
+        if images is None:
+            return None
+    if images is not None:
+        picture = _images.grid(images.images[:most], title=title)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        checkpoint.write_atomic(Path(path), buffer.getvalue())
+        return Path(path)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     x = samples.detach().cpu().double()
-    shape = tuple(x.shape[1:])
-    if shape == (2,):
-        finite = x[torch.isfinite(x).all(1)].numpy()
-        fig = Figure(figsize=(4, 4.2))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        ax.scatter(finite[:, 0], finite[:, 1], s=2, alpha=0.5, lw=0)
-        span = limit or (float(np.abs(finite).max()) * 1.05 if finite.size else 1.0)
-        ax.set_xlim(-span, span)
-        ax.set_ylim(-span, span)
-        ax.set_aspect("equal")
-    elif len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3)):
-        images = x[:most]
-        if images.dim() == 3:
-            images = images[:, None]
-        n, c, h, w = images.shape
-        side = math.ceil(math.sqrt(n))
-        grid = torch.ones(c, side * (h + 1) + 1, side * (w + 1) + 1, dtype=torch.float64)
-        for k in range(n):
-            r, q = divmod(k, side)
-            grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = \
-                ((images[k] + 1) / 2).clamp(0, 1)
-        fig = Figure(figsize=(4, 4.2))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        ax.imshow(grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy(),
-                  cmap="gray" if c == 1 else None, vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    else:
-        return None
+    finite = x[torch.isfinite(x).all(1)].numpy()
+    fig = Figure(figsize=(4, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(finite[:, 0], finite[:, 1], s=2, alpha=0.5, lw=0)
+    span = limit or (float(np.abs(finite).max()) * 1.05 if finite.size else 1.0)
+    ax.set_xlim(-span, span)
+    ax.set_ylim(-span, span)
+    ax.set_aspect("equal")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
+
+
+#: Samplers without an accept/reject step, by the name diagnostics record.
+UNADJUSTED = ("ULA", "U-HMC", "Reverse")
+
+
+def summary(diagnostics: dict, rows: int = 10) -> str:
+    """The run at a glance, as a table of levels (level T first): steps, step size, acceptance
+    (mean weighted by steps, and the lowest level's), divergences, network evaluations per
+    sample and seconds; a last row for the whole run.
+
+    With more than `rows` levels, consecutive levels are binned into `rows` rows. An unadjusted
+    sampler (ULA, U-HMC, the reverse process: no accept/reject) has no acceptance: "—".
+    """
+    levels = diagnostics.get("levels") or []
+    if not levels:
+        return "no levels were sampled"
+    sampler = str(diagnostics.get("sampler", "?"))
+    if sampler.split(" ")[0] in UNADJUSTED:
+        levels = [dict(d, acceptance=None) for d in levels]
+    size = max(1, math.ceil(len(levels) / max(1, int(rows))))
+    groups = [levels[i:i + size] for i in range(0, len(levels), size)]
+    header = ("levels", "steps", "step size", "acceptance", "lowest", "divergences",
+              "evals/sample", "seconds")
+    table = [header] + [_summary_row(group, _level_span(group)) for group in groups]
+    if len(groups) > 1:
+        table.append(_summary_row(levels, f"all {len(levels)}"))
+    widths = [max(len(row[j]) for row in table) for j in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) if j else cell.ljust(w) for j, (cell, w) in
+                       enumerate(zip(row, widths))) for row in table]
+    binned = f", {size} levels a row" if size > 1 else ""
+    title = (f"{sampler}: {diagnostics.get('num_samples', '?')} chains, "
+             f"{len(levels)} levels (level {levels[0]['level']} first{binned})")
+    return "\n".join([title] + ["  " + line for line in lines])
+
+
+def _level_span(group: List[dict]) -> str:
+    first, last = group[0]["level"], group[-1]["level"]
+    return str(first) if first == last else f"{first}–{last}"
+
+
+def _number(value) -> Optional[float]:
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
+def _summary_row(group: List[dict], label: str) -> tuple:
+    steps = sum(int(d["steps"]) for d in group)
+    rated = [(int(d["steps"]), _number(d["acceptance"])) for d in group if int(d["steps"]) > 0]
+    rated = [(k, a) for k, a in rated if a is not None]
+    moves = sum(k for k, _ in rated)
+    acceptance = f"{sum(k * a for k, a in rated) / moves:.3f}" if moves else "—"
+    lowest = f"{min(a for _, a in rated):.3f}" if rated else "—"
+    sizes = [_number(d.get("step_size")) for d in group]
+    sizes = [s for s in sizes if s is not None]
+    size = (f"{sizes[0]:.3g}" if len(set(sizes)) == 1 else
+            f"{min(sizes):.2g}–{max(sizes):.2g}") if sizes else "—"
+    evaluations = sum(sum(d["evaluations"].values()) for d in group)
+    return (label, str(steps), size, acceptance, lowest,
+            str(sum(int(d["divergences"]) for d in group)), f"{evaluations:,.0f}",
+            f"{sum(d['seconds'] for d in group):.2f}")

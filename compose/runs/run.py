@@ -5,7 +5,9 @@
        writes run.json and the plan
     3. ranks take blocks in turn (rank r: blocks r, r + P, …); each block is sampled, or
        continued from its last checkpoint, or reused when already finished
-    4. rank 0 merges the blocks in block order: samples.pt, diagnostics.json, samples.png
+    4. rank 0 merges the blocks in block order: samples.pt, diagnostics.json, and for image
+       models images.pt and images.png (decoded by the component that decodes), else
+       samples.png
 
 The same call runs in one plain process or in every process of ``torchrun``; the samples are
 bitwise the same either way (docs/sampling_at_scale.md gives the conditions).
@@ -37,12 +39,14 @@ from .settings import (RunError, SampleSettings, adaptation_setting, default_blo
 
 @dataclass
 class RunResult:
-    """The merged samples (N, *event), the diagnostics written to diagnostics.json, and the
-    run directory."""
+    """The merged samples (N, *event), the diagnostics written to diagnostics.json, the run
+    directory, and for image models the images written to images.pt (`compose.images.Images`:
+    clipped to [0, 1], the clipped values counted)."""
 
     samples: torch.Tensor
     diagnostics: dict
     out: Path
+    images: Optional[object] = None
 
 
 def sample_run(expression: str, components: Mapping[str, object], out: Union[str, Path], *,
@@ -178,7 +182,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         result = None
         if group.rank == 0:
             timing = {"processes": group.world, "sampling_seconds": time.perf_counter() - started}
-            result = _merge(out, settings, digest, files, target, sampler_kernel, picture, timing)
+            result = _merge(out, settings, digest, files, target, sampler_kernel, picture, timing,
+                            say)
         group.barrier()
         return result
     finally:
@@ -296,7 +301,7 @@ def _json_kind(value) -> str:
             int: "number", float: "number"}.get(type(value), type(value).__name__)
 
 
-def _merge(out, settings, digest, files, target, kernel, picture, timing) -> RunResult:
+def _merge(out, settings, digest, files, target, kernel, picture, timing, say=None) -> RunResult:
     rows = _blocks.block_rows(settings.samples, settings.block_size)
     # one block in memory at a time beside the merged samples
     samples = torch.empty((settings.samples,) + tuple(settings.event_shape), dtype=settings.torch_dtype)
@@ -318,11 +323,17 @@ def _merge(out, settings, digest, files, target, kernel, picture, timing) -> Run
     diagnostics["settings_sha256"] = digest
     diagnostics.update(timing)          # this session's processes and wall time of its blocks
     outputs.write_tensor(out / "samples.pt", samples)
+    images, note = outputs.images_of(target, samples)
+    if note is not None and say is not None:
+        say(note)
+    if images is not None:
+        outputs.write_tensor(out / "images.pt", images.images)
+        diagnostics["images"] = outputs.images_record(images)
     outputs.write_json(out / "diagnostics.json", diagnostics)
     if picture:
-        outputs.picture(samples, out / "samples.png",
-                        f"{settings.expression}  ({name}, N = {settings.samples})")
-    return RunResult(samples, diagnostics, out)
+        outputs.picture(samples, out / ("samples.png" if images is None else "images.png"),
+                        f"{settings.expression}  ({name}, N = {settings.samples})", images=images)
+    return RunResult(samples, diagnostics, out, images)
 
 
 def _stderr(group: Group) -> Callable[[str], None]:

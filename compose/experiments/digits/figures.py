@@ -6,19 +6,17 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from compose import images as compose_images
 from compose.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsSplit
 
 
 # -- figures --------------------------------------------------------------------------------
 def _mosaic(images: np.ndarray, per_side: int) -> np.ndarray:
-    """Up to per_side² images (n, 8, 8) tiled into one array with 1-pixel gaps (gaps = nan)."""
-    size = images.shape[-1]
-    side = per_side * size + per_side - 1
-    out = np.full((side, side), np.nan)
-    for i, image in enumerate(images[:per_side ** 2]):
-        r, c = divmod(i, per_side)
-        out[r * (size + 1):r * (size + 1) + size, c * (size + 1):c * (size + 1) + size] = image
-    return out
+    """Up to per_side² images (n, 8, 8) in [−1, 1] tiled with white 1-pixel gutters
+    (`compose.images.grid`), as a grey array in [0, 1]."""
+    cells = torch.as_tensor(np.asarray(images[:per_side ** 2], dtype=np.float32))[:, None]
+    unit = compose_images.postprocess(compose_images.to_unit(cells)).images
+    return compose_images.grid(unit, columns=per_side, gutter=1, scale=1, output_type="np")[..., 0]
 
 
 def sample_grid(rows: Dict[str, torch.Tensor], samples_per_class: int, path: str,
@@ -42,11 +40,10 @@ def sample_grid(rows: Dict[str, torch.Tensor], samples_per_class: int, path: str
     fig = Figure(figsize=(1.0 * NUM_CLASSES + 1.4, 1.05 * len(cells) + 0.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(cells), NUM_CLASSES, squeeze=False)
-    cmap = __import__("matplotlib").colormaps["gray"].with_extremes(bad="white")
     for r, (name, per_class) in enumerate(cells):
         for k in range(NUM_CLASSES):
             ax = axes[r, k]
-            ax.imshow(_mosaic(per_class[k], per_side), cmap=cmap, vmin=-1, vmax=1,
+            ax.imshow(_mosaic(per_class[k], per_side), cmap="gray", vmin=0, vmax=1,
                       interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
