@@ -93,6 +93,83 @@ class Schedule:
         betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
         return cls(betas, name="cosine")
 
+    @classmethod
+    def from_alpha_bars(cls, alpha_bars: Union[Sequence[float], torch.Tensor],
+                        name: str = "custom") -> "Schedule":
+        """The schedule with these ᾱ_1 > … > ᾱ_T in (0, 1), kept exactly:
+        β_t = 1 − ᾱ_t / ᾱ_{t−1} (ᾱ_0 = 1)."""
+        alpha_bars = torch.as_tensor(alpha_bars, dtype=torch.float64).flatten().cpu()
+        if alpha_bars.numel() < 1:
+            raise ValueError("alpha_bars: need at least one level, got an empty sequence")
+        previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])
+        if not bool(torch.all((alpha_bars > 0) & (alpha_bars < previous))):
+            raise ValueError("alpha_bars: must be strictly decreasing in (0, 1)")
+        return cls._from_tables((previous - alpha_bars) / previous, alpha_bars, name)
+
+    @classmethod
+    def from_sigmas(cls, sigmas: Union[Sequence[float], torch.Tensor],
+                    name: str = "custom") -> "Schedule":
+        """The VP schedule of variance-exploding noise levels σ_1 < … < σ_T (x_VE = x_0 + σ ε).
+
+        x_t = √ᾱ_t x_0 + σ_t ε is x_VE = x_t/√ᾱ_t at σ_VE = σ_t/√ᾱ_t, so
+        ᾱ_t = 1/(1 + σ_t²) and β_t = (σ_t² − σ_{t−1}²)/(1 + σ_t²) (σ_0 = 0): level t of this
+        schedule is the VE noise level σ_t exactly (`ve_sigma`; docs/pretrained.md).
+        """
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten().cpu()
+        if sigmas.numel() < 1:
+            raise ValueError("sigmas: need at least one noise level, got an empty sequence")
+        previous = torch.cat([torch.zeros(1, dtype=torch.float64), sigmas[:-1]])
+        if not bool(torch.all(torch.isfinite(sigmas) & (sigmas > previous))):
+            raise ValueError("sigmas: must be finite, positive and strictly increasing "
+                             "(level 1 the least noisy)")
+        s2, p2 = sigmas ** 2, previous ** 2
+        return cls._from_tables((s2 - p2) / (1 + s2), 1 / (1 + s2), name)
+
+    @classmethod
+    def edm(cls, T: int = 40, sigma_min: float = 0.002, sigma_max: float = 80.0,
+            rho: float = 7.0) -> "Schedule":
+        """Karras et al. (2022)'s noise levels as a VP schedule (`from_sigmas`):
+        σ_t = (σ_min^{1/ρ} + (t − 1)/(T − 1) (σ_max^{1/ρ} − σ_min^{1/ρ}))^ρ, t = 1..T, so
+        level 1 is σ_min and level T is σ_max (EDM's sampling range for its training range)."""
+        T = _check_T(T)
+        if T < 2:
+            raise ValueError("T: the EDM schedule needs at least 2 levels")
+        if not (0 < sigma_min < sigma_max < math.inf):
+            raise ValueError(f"sigma_min, sigma_max: need 0 < sigma_min < sigma_max < inf, got "
+                             f"{sigma_min!r} and {sigma_max!r}")
+        if not rho > 0:
+            raise ValueError(f"rho: must be > 0, got {rho!r}")
+        ramp = torch.arange(T, dtype=torch.float64) / (T - 1)
+        low, high = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+        sigmas = (low + ramp * (high - low)) ** rho
+        sigmas[0], sigmas[-1] = sigma_min, sigma_max
+        return cls.from_sigmas(sigmas, name="edm")
+
+    @classmethod
+    def continuous_vp(cls, T: int = 1000, beta_min: float = 0.1,
+                      beta_max: float = 20.0) -> "Schedule":
+        """The continuous VP process of score SDEs (Song et al. 2021) at times s = t/T:
+        ᾱ_t = ᾱ(t/T), ᾱ(s) = exp(−β_min s − ½ (β_max − β_min) s²), so level T is s = 1."""
+        T = _check_T(T)
+        if not (0 <= beta_min <= beta_max) or not beta_max > 0 or not math.isfinite(beta_max):
+            raise ValueError(f"beta_min, beta_max: need 0 ≤ beta_min ≤ beta_max, beta_max > 0 "
+                             f"and finite, got {beta_min!r} and {beta_max!r}")
+        s = torch.arange(T + 1, dtype=torch.float64) / T
+        log_abar = -(beta_min * s + 0.5 * (beta_max - beta_min) * s * s)
+        betas = -torch.expm1(log_abar[1:] - log_abar[:-1])
+        return cls._from_tables(betas, torch.exp(log_abar[1:]), name="continuous_vp")
+
+    @classmethod
+    def _from_tables(cls, betas: torch.Tensor, alpha_bars: torch.Tensor, name: str) -> "Schedule":
+        if not bool(torch.all((betas > 0) & (betas < 1))):
+            raise ValueError("the noise levels give a β_t outside (0, 1): make them strictly "
+                             "increasing and finite")
+        schedule = cls.__new__(cls)
+        schedule._set_tables(betas, alpha_bars, name)
+        schedule.network_levels = torch.arange(1, schedule.T + 1, dtype=torch.int64)
+        schedule.training = schedule
+        return schedule
+
     def respaced(self, levels: Union[int, Sequence[int], torch.Tensor]) -> "Schedule":
         """This schedule sampled on fewer levels (improved DDPM's respacing).
 
@@ -163,6 +240,12 @@ class Schedule:
     def sigma(self, t: Level) -> float:
         t = self.check_level(t, allow_zero=True)
         return 0.0 if t == 0 else float(self.sigmas[t - 1])
+
+    def ve_sigma(self, t: Level) -> float:
+        """σ_t/√ᾱ_t: the variance-exploding noise level of level t (x_VE = x_t/√ᾱ_t =
+        x_0 + σ_VE ε); 0 at t = 0."""
+        t = self.check_level(t, allow_zero=True)
+        return 0.0 if t == 0 else float(self.sigmas[t - 1] / self.alpha_bars[t - 1].sqrt())
 
     def posterior_variance(self, t: Level) -> float:
         return float(self.posterior_variances[self.check_level(t) - 1])

@@ -12,7 +12,15 @@ adapter                     wraps                                   extra
                             prompt encoder, VAE)
 ``load``                    a ``save_pretrained`` folder or a hub   ``[pipelines]``
                             id in the local Hugging Face cache
+``from_denoiser``           a VE denoiser D(x, σ) ≈ E[x_0 | x]      (torch only)
+                            (EDM, EDM2, k-diffusion)
+``from_continuous``         a continuous-time VP net(x, s)          (torch only)
+                            (score SDE)
 ==========================  ======================================  ====================
+
+Networks on our discrete levels that predict x_0, v or ε, with a learned variance or 0-based
+timesteps, need no adapter: ``compose.ScoreModel(net, schedule, prediction=...,
+learned_variance=..., level_offset=-1)``.
 
 Adapters import their library only when first used, so ``import compose.adapters`` works
 without the optional extras installed.
@@ -30,6 +38,10 @@ _LAZY = {
     "VaeDecoder": ".diffusers",
     "from_pipeline": ".pipelines",
     "load": ".loading",
+    "from_denoiser": ".families",
+    "from_continuous": ".families",
+    "DenoiserModel": ".families",
+    "ContinuousTimeModel": ".families",
 }
 
 __all__ = list(_LAZY)

@@ -59,6 +59,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 from ..components import Conditions, ScoreModel
 from ..components.network import check_condition_tensors, checked_output
+from ..components.predictions import noise_from_prediction
 from ..schedule import Schedule
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -76,15 +77,11 @@ def noise_from_output(output: torch.Tensor, x: torch.Tensor, root_alpha_bar: tor
     """ε̂ from a network output at x_t; √ᾱ_t and σ_t broadcast against x.
 
     epsilon: ε̂ = output;  v_prediction: ε̂ = √ᾱ_t v + σ_t x_t;
-    sample:  ε̂ = (x_t − √ᾱ_t x̂_0) / σ_t.
+    sample:  ε̂ = (x_t − √ᾱ_t x̂_0) / σ_t   (the library's one conversion, `noise_from_prediction`).
     """
-    if prediction_type == "epsilon":
-        return output
-    if prediction_type == "v_prediction":
-        return root_alpha_bar * output + sigma * x
-    if prediction_type == "sample":
-        return (x - root_alpha_bar * output) / sigma
-    raise ValueError(_prediction_type_message(prediction_type))
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(_prediction_type_message(prediction_type))
+    return noise_from_prediction(output, x, root_alpha_bar, sigma, prediction_type)
 
 
 def _prediction_type_message(prediction_type) -> str:
@@ -234,7 +231,8 @@ class DiffusersScoreModel(ScoreModel):
         if condition == PROMPT:
             raise ValueError(f"condition: '{PROMPT}' is the text condition; name the class "
                              "condition otherwise")
-        super().__init__(unet, schedule, name, event_shape)
+        super().__init__(unet, schedule, name, event_shape, prediction=prediction_type,
+                         learned_variance=learned_variance, level_offset=-1)
         self.prediction_type = prediction_type
         self.learned_variance = learned_variance
         self.channels = in_channels

@@ -71,6 +71,7 @@ class PlanTerm:
     calls: List[PlanCall] = field(default_factory=list)
     window: Optional[str] = None
     shared_with: Optional[str] = None
+    network: Optional[str] = None
 
 
 #: From this many levels on, a plan with MCMC steps suggests respacing (``levels=``).
@@ -331,7 +332,14 @@ def _plan_term(term, path: str, points: int, rule: str = "trapezoid") -> PlanTer
     kind = "score" if not term.exact else term.method
     window = None if term.window is None else "[" + ", ".join(f"{a}:{b}" for a, b in term.window) + "]"
     return PlanTerm(term.label, term.weight, kind, _delta_text(term, path, points, rule),
-                    window=window)
+                    window=window, network=_network_text(term.source))
+
+
+def _network_text(component) -> Optional[str]:
+    """How the component's network is called and what it predicts (`network_call`), when that
+    is not the plain ``net(x, t)`` of an ε-prediction or classifier; None otherwise."""
+    describe = getattr(component, "network_call", None)
+    return describe() if describe is not None else None
 
 
 def level_steps(steps_per_level, T: int) -> List[int]:
@@ -390,6 +398,8 @@ def _term_lines(term: PlanTerm, indent: str, last: bool, kernel: Optional[dict])
     inner = indent + ("   " if last else "│  ")
     bar = "│  " if term.branches else "   "
     lines.append(f"{inner}{bar}Δ: {term.delta}")
+    if term.network is not None:
+        lines.append(f"{inner}{bar}network: {term.network}")
     if term.per_sample is not None:
         counts = {"per_step": term.per_step, "per_level": term.per_level,
                   "per_sample": term.per_sample}

@@ -3,23 +3,27 @@
 ==================  ===============  ==========================================================
 class               log-density      score
 ==================  ===============  ==========================================================
-``ScoreModel``      none             −ε_θ(x, t) / σ_t
+``ScoreModel``      none             −ε̂(x, t) / σ_t, ε̂ from an ε, x₀, v or score prediction
 ``EnergyModel``     −g_θ / σ_t       −∇g_θ / σ_t,  g_θ = ‖f_θ(x, t) − x‖²
 ``Classifier``      log p_t(y | x)   ∇ log p_t(y | x)   (guidance only, not a factor)
 ==================  ===============  ==========================================================
 
 Networks are called as ``net(x, t)`` with t an int64 tensor of shape (N,) holding the level
-(the training level on a respaced schedule: `Schedule.network_level`), plus keyword tensors for conditions (``net(x, t, **{"class": y})``) when a leaf is
-conditioned, as in classifier-free guidance. Score-only components are integrated along a
-path for Δ (docs/delta.md). A network in float16 or bfloat16 runs in its own dtype; its output
+(the training level on a respaced schedule: `Schedule.network_level`, plus ``level_offset``:
+−1 for networks trained on 0-based timesteps), plus keyword tensors for conditions
+(``net(x, t, **{"class": y})``, renamed by ``condition_names``) when a leaf is conditioned, as
+in classifier-free guidance. A ScoreModel's network may predict ε, x_0, v or the score, with or
+without a learned variance (`compose.components.predictions`). Score-only components are
+integrated along a path for Δ (docs/delta.md). A network in float16 or bfloat16 runs in its own dtype; its output
 is converted back to the input's dtype (docs/pretrained.md).
 """
 from __future__ import annotations
 
 import inspect
 import itertools
+import math
 import numbers
-from typing import Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -28,6 +32,7 @@ from ..expr import Condition, ConditionValue, short_number
 from ..schedule import Schedule
 from .analytic import AnalyticComponent, ExactNoisePrediction
 from .base import Component, Conditions
+from .predictions import check_prediction, drop_learned_variance, noise_from_prediction
 
 
 # Keywords a network call already uses: net(x, t, ...) on an nn.Module (whose __call__ takes self).
@@ -160,24 +165,46 @@ class NetworkComponent(Component):
         schedule: the schedule the network was trained with.
         name: identifier in plans and expression strings.
         event_shape: shape of one sample, if known (checked against inputs).
+        level_offset: added to the level the network is called with: −1 for a network trained
+            on 0-based timesteps (guided-diffusion, diffusers: our level t is their t − 1).
+        condition_names: the network's keyword for a condition variable, e.g.
+            ``{"class": "y"}``: the leaf ``p(class=3)`` calls ``net(x, t, y=3)``.
     """
 
     def __init__(self, net: nn.Module, schedule: Schedule, name: Optional[str] = None,
-                 event_shape: Optional[Sequence[int]] = None):
+                 event_shape: Optional[Sequence[int]] = None, *, level_offset: int = 0,
+                 condition_names: Optional[Mapping[str, str]] = None):
         super().__init__(schedule, name, event_shape)
         if not callable(net):
             raise ValueError(f"net: expected a callable network, got {type(net).__name__}")
         self.net = net
+        self.level_offset = _check_offset(level_offset)
+        self.condition_names = _check_condition_names(condition_names)
 
     def check_conditions(self, conditions):
         check_condition_tensors(self.name, conditions)
-        check_forward_keywords(self.name, self.net, conditions)
+        renamed = tuple((self.condition_names.get(v, v), value) for v, value in conditions)
+        if renamed != tuple(conditions):
+            check_condition_tensors(self.name, renamed)
+        check_forward_keywords(self.name, self.net, renamed)
 
     def network_levels(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """The int64 levels (N,) the network is called with at level t: the training level
-        `schedule.network_level(t)` (t itself unless the schedule is respaced)."""
-        return torch.full((x.shape[0],), self.schedule.network_level(t), dtype=torch.long,
-                          device=x.device)
+        `schedule.network_level(t)` (t itself unless the schedule is respaced) plus
+        `level_offset`."""
+        return torch.full((x.shape[0],), self.schedule.network_level(t) + self.level_offset,
+                          dtype=torch.long, device=x.device)
+
+    def network_call(self) -> Optional[str]:
+        """How the network is called at level t, for plans (``net(x, t − 1, y=<class>)``), or
+        None for the plain ``net(x, t)`` (the training level τ_t on a respaced schedule)."""
+        if not self.level_offset and not self.condition_names:
+            return None
+        level = "t" if not self.schedule.is_respaced else "τ_t"
+        if self.level_offset:
+            level += f" {'+' if self.level_offset > 0 else '−'} {abs(self.level_offset)}"
+        keywords = "".join(f", {k}=<{v}>" for v, k in self.condition_names.items())
+        return f"net(x, {level}{keywords})"
 
     def network_input(self, x: torch.Tensor) -> torch.Tensor:
         """x in the network's dtype when the network is in half precision (float16, bfloat16),
@@ -194,9 +221,12 @@ class NetworkComponent(Component):
 
     def call_net(self, x: torch.Tensor, t: int, conditions: Conditions = ()):
         """``net(network_input(x), network_levels(x, t), **network_keywords(x, conditions))``:
-        the network in its dtype at its training levels. An error raised inside the network
-        gets a note naming this component, the input's shape and the level. Subclasses that
-        call their network otherwise (the diffusers adapter) override the three hooks."""
+        the network in its dtype at its training levels, conditions under the network's own
+        keyword names (`condition_names`). An error raised inside the network gets a note
+        naming this component, the input's shape and the level. Subclasses that call their
+        network otherwise (the diffusers adapter) override the three hooks."""
+        if self.condition_names:
+            conditions = tuple((self.condition_names.get(v, v), value) for v, value in conditions)
         inputs = (self.network_input(x), self.network_levels(x, t))
         keywords = self.network_keywords(x, conditions)
         try:
@@ -208,22 +238,84 @@ class NetworkComponent(Component):
             raise
 
 
-class ScoreModel(NetworkComponent):
-    """An ε-prediction network: score −ε_θ(x, t)/σ_t, no log-density (docs/algebra.md §2).
+def _check_offset(level_offset) -> int:
+    if isinstance(level_offset, bool) or not isinstance(level_offset, numbers.Integral):
+        raise ValueError(f"level_offset: expected an integer (−1 for a network trained on "
+                         f"0-based timesteps), got {level_offset!r}")
+    return int(level_offset)
 
-    The network is called as ``net(x, t)`` and returns ε̂ of the shape of x.
+
+def _check_condition_names(condition_names) -> dict:
+    if condition_names is None:
+        return {}
+    if not isinstance(condition_names, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.isidentifier()
+            for k, v in condition_names.items()):
+        raise ValueError(f"condition_names: expected a mapping from condition variables to the "
+                         f"network's keyword names, e.g. {{'class': 'y'}}, got {condition_names!r:.80}")
+    if len(set(condition_names.values())) != len(condition_names):
+        raise ValueError(f"condition_names: two variables map to one keyword in {dict(condition_names)}")
+    return dict(condition_names)
+
+
+class ScoreModel(NetworkComponent):
+    """A noise-prediction network: score −ε̂(x, t)/σ_t, no log-density (docs/algebra.md §2).
+
+    The network is called as ``net(x, t)`` (see `NetworkComponent` for `level_offset` and
+    `condition_names`) and returns a prediction of the shape of x, turned into ε̂ with the ᾱ_t
+    of the level sampled (`compose.components.predictions`):
+
+        "epsilon"  ε̂ = output      "sample" (x̂_0)  ε̂ = (x − √ᾱ_t x̂_0)/σ_t
+        "v"        ε̂ = √ᾱ_t v + σ_t x,  v = √ᾱ_t ε − σ_t x_0      "score"  ε̂ = −σ_t ŝ
+
+    Args:
+        prediction: "epsilon" (default), "sample", "v" (or "v_prediction") or "score".
+        learned_variance: the network returns twice the channels of x (dimension 1), the
+            prediction then a variance; only the first half is used.
     """
 
     kind = "score"
     _default_prefix = "score_model"
 
+    def __init__(self, net: nn.Module, schedule: Schedule, name: Optional[str] = None,
+                 event_shape: Optional[Sequence[int]] = None, *, prediction: str = "epsilon",
+                 learned_variance: bool = False, level_offset: int = 0,
+                 condition_names: Optional[Mapping[str, str]] = None):
+        super().__init__(net, schedule, name, event_shape, level_offset=level_offset,
+                         condition_names=condition_names)
+        self.prediction = check_prediction(prediction)
+        if not isinstance(learned_variance, bool):
+            raise ValueError(f"learned_variance: expected True or False, got {learned_variance!r}")
+        self.learned_variance = learned_variance
+
+    def network_output(self, x: torch.Tensor, t: int, conditions: Conditions = ()) -> torch.Tensor:
+        """The network's prediction at level t (ε, x̂_0, v or ŝ; the variance half dropped),
+        checked to be a real tensor of the shape of x, in x's dtype."""
+        out = checked_output(self.name, self.call_net(x, t, conditions), x)
+        if self.learned_variance:
+            out = drop_learned_variance(out, x, self.name)
+        if out.shape != x.shape:
+            raise ValueError(f"{self.name}: network returned shape {tuple(out.shape)} for input "
+                             f"{tuple(x.shape)}; an {self.prediction} prediction must match the input"
+                             + ("" if self.learned_variance or out.dim() != x.dim()
+                                or out.shape[1] != 2 * x.shape[1] else
+                                " (twice the channels: a learned variance? use "
+                                "learned_variance=True)"))
+        return out
+
     def noise_prediction(self, x: torch.Tensor, t: int, conditions: Conditions = ()) -> torch.Tensor:
-        """ε_θ(x, t), shape of x."""
-        eps = checked_output(self.name, self.call_net(x, t, conditions), x)
-        if eps.shape != x.shape:
-            raise ValueError(f"{self.name}: network returned shape {tuple(eps.shape)} for input "
-                             f"{tuple(x.shape)}; an ε-prediction must match the input")
-        return eps
+        """ε̂(x, t), shape of x, from the network's prediction with √ᾱ_t and σ_t of level t."""
+        return noise_from_prediction(self.network_output(x, t, conditions), x, math.sqrt(self.schedule.alpha_bar(t)),
+                                     self.schedule.sigma(t), self.prediction)
+
+    def network_call(self) -> Optional[str]:
+        call = super().network_call()
+        if self.prediction == "epsilon" and not self.learned_variance and call is None:
+            return None
+        what = {"epsilon": "ε", "sample": "x₀", "v": "v = √ᾱ ε − σ x₀", "score": "the score"}
+        return (f"predicts {what[self.prediction]}"
+                + (" (learned variance: first half of the channels)" if self.learned_variance
+                   else "") + f", called as {call or 'net(x, t)'}")
 
     def score(self, x, t, conditions=()):
         t = self._level(t)
@@ -293,8 +385,9 @@ class Classifier(NetworkComponent):
     _default_prefix = "classifier"
 
     def __init__(self, net: nn.Module, schedule: Schedule, variable: str = "class",
-                 name: Optional[str] = None, event_shape: Optional[Sequence[int]] = None):
-        super().__init__(net, schedule, name, event_shape)
+                 name: Optional[str] = None, event_shape: Optional[Sequence[int]] = None, *,
+                 level_offset: int = 0):
+        super().__init__(net, schedule, name, event_shape, level_offset=level_offset)
         self.variable = variable
 
     def condition(self, value: ConditionValue) -> Condition:
