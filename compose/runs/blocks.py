@@ -148,7 +148,7 @@ _DIAGNOSTICS = {f.name for f in fields(LevelDiagnostics)}
 
 def _check_diagnostics(payload, path, T: int, last: int) -> None:
     """payload['diagnostics'] holds one dict per level T, T − 1, …, `last`, with the fields of
-    `LevelDiagnostics` (numbers; evaluations a dict of label → number)."""
+    `LevelDiagnostics` (numbers, or dicts of label → number such as the evaluations)."""
     rows = payload.get("diagnostics")
     count = T - last + 1
     if not isinstance(rows, list) or len(rows) != count:
@@ -160,12 +160,16 @@ def _check_diagnostics(payload, path, T: int, last: int) -> None:
             problem = f"{_describe(row)}, expected a dict of {', '.join(sorted(_DIAGNOSTICS))}"
         elif row["level"] != expected:
             problem = f"level {row['level']!r}, expected {expected}"
-        elif not all(_number(row[k]) for k in _DIAGNOSTICS - {"evaluations"}) \
-                or not isinstance(row["evaluations"], dict) \
-                or not all(isinstance(k, str) and _number(v) for k, v in row["evaluations"].items()):
+        elif not all(_number(row[k]) or _numbers_by_name(row[k]) for k in _DIAGNOSTICS) \
+                or not _numbers_by_name(row["evaluations"]):
             problem = "values that are not numbers"
         if problem is not None:
             raise checkpoint.DamagedFile(f"{path}: the diagnostics of level {expected} hold {problem}")
+
+
+def _numbers_by_name(value) -> bool:
+    """A dict of label → number (the evaluations per term, the acceptance quantiles)."""
+    return isinstance(value, dict) and all(isinstance(k, str) and _number(v) for k, v in value.items())
 
 
 def _number(value) -> bool:
