@@ -64,7 +64,8 @@ def test_every_empty_window_is_refused_in_the_language_with_a_caret(schedule, te
     assert caught.value.span is not None and "^" in str(caught.value)
 
 
-@pytest.mark.parametrize("text", ["p[-1:]", "p[:-1]", "p[-3:-1]", "p[-1]", "p[0, -1:]"])
+@pytest.mark.parametrize("text", ["p[-1:]", "p[:-1]", "p[-3:-1]", "p[-1]", "p[:, -1:]", "p[0:1, -2]",
+                                  "p[..., -3:2]"])
 def test_negative_positions_are_refused_in_python_and_the_language(schedule, text):
     p = compose.ScoreModel(Recorder(), schedule, name="p")
     for build in (lambda: compose.compile(_python(text, p), event_shape=(2, 4)),

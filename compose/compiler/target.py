@@ -57,7 +57,9 @@ def _largest_weight(terms: List[Term]) -> float:
 
 
 class EvaluationCounter:
-    """Rows and calls evaluated per term label (host-side integers, no device syncs)."""
+    """Rows and calls evaluated per term label, the labels of the plan and `Target.labels`
+    (host-side integers, no device syncs). A call that stacks several terms (windows,
+    conditions) adds each term's rows under its own label and the one call under the first."""
 
     def __init__(self):
         self.rows: Dict[str, int] = OrderedDict()

@@ -335,8 +335,12 @@ def _window_bound(token: Optional[Token]) -> Optional[int]:
     """A window bound: a non-negative integer, or None where it was left out."""
     if token is None:
         return None
-    if not _INTEGER.match(token) or int(token) < 0:
+    if not _INTEGER.match(token):
         raise CompositionError(f"window bounds must be non-negative integers, got {token}",
+                               span=_token_place(token))
+    if int(token) < 0:
+        raise CompositionError(f"window bounds must be non-negative integers (windows are "
+                               f"counted from the start of the canvas), got {token}",
                                span=_token_place(token))
     return int(token)
 
