@@ -230,6 +230,9 @@ def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, pla
         if out.exists() and any(out.iterdir()) and not resume:
             raise RunError(f"{out} is not empty: choose a new output directory (or resume a run "
                            "with --resume)")
+        if identity.unverified:
+            say(f"note: cannot hash all of the components ({identity.describe()}); resuming this "
+                "run will need --trust-components (trust_components=True)")
         missing = [d for d in [out, *out.parents] if not d.exists()]
         out.mkdir(parents=True, exist_ok=True)
         created.extend(reversed(missing))              # outermost first
