@@ -247,6 +247,16 @@ def test_bad_numbers_are_named_and_the_thread_count_is_untouched(tmp_path, optio
     assert torch.get_num_threads() == threads and not (tmp_path / "run").exists()
 
 
+def test_the_expression_and_the_dtype_are_checked_before_anything(tmp_path):
+    with pytest.raises(RunError, match="expression: expected a composition string"):
+        _run(tmp_path / "run", expression=_components()["g"])
+    with pytest.raises(RunError, match="dtype: expected one of float32, float64"):
+        _run(tmp_path / "run", dtype=torch.float16)
+    assert not (tmp_path / "run").exists()
+    a, b = _run(tmp_path / "a", dtype="float64"), _run(tmp_path / "b", dtype=torch.float64)
+    assert a.samples.dtype == torch.float64 and torch.equal(a.samples, b.samples)
+
+
 # -- 15. what is read on resume is checked ------------------------------------------------------
 @pytest.fixture
 def finished(tmp_path):

@@ -93,6 +93,9 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         threads = integer_setting("threads", threads, 1)
     checkpoint_every = integer_setting("checkpoint_every", checkpoint_every, 1)
     wants_progress(progress)
+    if not isinstance(expression, str):
+        raise RunError(f"expression: expected a composition string such as \"p * q\", got "
+                       f"{type(expression).__name__}")
     if not isinstance(components, Mapping):
         raise RunError(f"components: expected a dict of name -> component, got {type(components).__name__}")
     if not isinstance(out, (str, Path)):
