@@ -62,7 +62,7 @@ VALUES = (torch.dtype, torch.device, torch.Size, np.dtype, range, slice, pathlib
 @dataclass(frozen=True)
 class ComponentsIdentity:
     """The digest of a run's components and what in them could not be hashed (descriptions
-    such as "p: closure 'gen' of its network holds a torch._C.Generator")."""
+    such as "p.net: closure 'gen': holds a torch._C.Generator, which cannot be hashed")."""
 
     digest: str
     unverified: List[str]
