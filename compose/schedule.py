@@ -335,12 +335,8 @@ def parse_levels(levels, T: Optional[int] = None, name: str = "levels") -> Union
             raise ValueError(f"{name}: number of levels must be {bounds}, got {scalar}")
         return scalar
     if isinstance(levels, (torch.Tensor, np.ndarray)):
-        shape = tuple(levels.shape)
-        if len(shape) != 1:
-            raise ValueError(f"{expected}; got a {len(shape)}-D {type(levels).__name__} of shape "
-                             f"{shape}")
-        if not _integer_dtype(levels.dtype):
-            raise ValueError(f"{expected}; got a {type(levels).__name__} of dtype {levels.dtype}")
+        if levels.ndim != 1 or not _integer_dtype(levels.dtype):
+            raise ValueError(f"{expected}; got {_show(levels)}")
         values = levels.tolist()
     elif isinstance(levels, (list, tuple, range)):
         values = []
@@ -383,7 +379,8 @@ def _integral(value) -> Optional[int]:
 
 def _show(value) -> str:
     if isinstance(value, (torch.Tensor, np.ndarray)):
-        return f"a {value.ndim}-D {type(value).__name__} of dtype {value.dtype}"
+        shape = f" of shape {tuple(value.shape)} and" if value.ndim > 1 else " of"
+        return f"a {value.ndim}-D {type(value).__name__}{shape} dtype {value.dtype}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

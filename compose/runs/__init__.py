@@ -7,8 +7,9 @@ are bitwise the same for any number of processes and after any interruption
 """
 from .blocks import block_rows, block_seed, blocks_of_rank
 from .checkpoint import DamagedFile
+from .identity import ComponentsIdentity
 from .run import RunResult, sample_run
 from .settings import KERNELS, RunError, SampleSettings
 
 __all__ = ["sample_run", "RunResult", "RunError", "SampleSettings", "KERNELS", "block_seed",
-           "block_rows", "blocks_of_rank", "DamagedFile"]
+           "block_rows", "blocks_of_rank", "DamagedFile", "ComponentsIdentity"]

@@ -30,10 +30,16 @@ torch.Generator or an open file in a closure, or a structure nested too deep) is
 """
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
+import fractions
 import functools
 import hashlib
+import pathlib
 import sys
 import types
+import uuid
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -47,12 +53,16 @@ LIBRARIES = frozenset({"torch", "numpy", "compose", "diffusers", "transformers",
                        "tokenizers", "PIL", "matplotlib", "tqdm", "lark", "builtins"})
 #: Deeper than this, a value is not followed (and listed as unverified where it matters).
 DEPTH = 40
+#: Immutable values that their repr identifies.
+VALUES = (torch.dtype, torch.device, torch.Size, np.dtype, range, slice, pathlib.PurePath,
+          enum.Enum, decimal.Decimal, fractions.Fraction, datetime.date, datetime.time,
+          datetime.timedelta, uuid.UUID)
 
 
 @dataclass(frozen=True)
 class ComponentsIdentity:
     """The digest of a run's components and what in them could not be hashed (descriptions
-    such as "p: closure 'gen' of its network holds a torch._C.Generator")."""
+    such as "p.net: closure 'gen': holds a torch._C.Generator, which cannot be hashed")."""
 
     digest: str
     unverified: List[str]
@@ -173,8 +183,8 @@ class _Hasher:
                 self._class(value, where, strict, deeper)
             else:
                 self.update("named", (getattr(value, "__name__", "") + " " + _qualified(value)).encode())
-        elif isinstance(value, (torch.dtype, torch.device, torch.Size)):
-            self.update(type(value).__name__, str(value).encode())
+        elif isinstance(value, VALUES):
+            self.update(_kind(value), repr(value).encode())
         elif isinstance(value, types.CodeType):
             self._code(value, where, strict, deeper)
         else:

@@ -97,6 +97,9 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         threads = integer_setting("threads", threads, 1)
     checkpoint_every = integer_setting("checkpoint_every", checkpoint_every, 1)
     wants_progress(progress)
+    if not isinstance(expression, str):
+        raise RunError(f"expression: expected a composition string such as \"p * q\", got "
+                       f"{type(expression).__name__}")
     if not isinstance(components, Mapping):
         raise RunError(f"components: expected a dict of name -> component, got {type(components).__name__}")
     if not isinstance(out, (str, Path)):
@@ -235,6 +238,9 @@ def _prepare(out: Path, settings: SampleSettings, digest: str, resume: bool, pla
         if out.exists() and any(out.iterdir()) and not resume:
             raise RunError(f"{out} is not empty: choose a new output directory (or resume a run "
                            "with --resume)")
+        if identity.unverified:
+            say(f"note: cannot hash all of the components ({identity.describe()}); resuming this "
+                "run will need --trust-components (trust_components=True)")
         missing = [d for d in [out, *out.parents] if not d.exists()]
         out.mkdir(parents=True, exist_ok=True)
         created.extend(reversed(missing))              # outermost first
