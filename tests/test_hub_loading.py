@@ -77,7 +77,7 @@ def cache(tmp_path, monkeypatch):
     hub = tmp_path / "hub"
     hub.mkdir()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
 
     def refuse(*args, **kwargs):
         raise AssertionError("loading tried to reach the network")
@@ -136,6 +136,18 @@ def test_what_is_neither_a_folder_nor_an_id(tmp_path, cache):
         load(tmp_path, revision="main")
     with pytest.raises(ValueError, match=r"path: expected a folder or a Hugging Face hub id, got int"):
         load(3)
+
+
+def test_the_cache_is_found_as_huggingface_hub_finds_it(tmp_path, monkeypatch):
+    """HF_HUB_CACHE first, else HF_HOME/hub, read when loading; else huggingface_hub's own."""
+    from compose.adapters.loading import hub_cache
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    assert hub_cache() == huggingface_hub.constants.HF_HUB_CACHE
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hub_cache() == str(tmp_path / "home" / "hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert hub_cache() == str(tmp_path / "cache")
 
 
 def _run(code: str, env: dict) -> subprocess.CompletedProcess:
