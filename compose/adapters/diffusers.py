@@ -7,7 +7,9 @@ is turned into a noise prediction ε̂, so the score is the usual s_t(x) = −ε
 
 Timesteps. diffusers indexes training timesteps from 0: its timestep k noises with
 ᾱ_k = cumprod(1 − β)[k] (0-based), which is our level k + 1. So our level t = 1..T calls the
-UNet with timestep t − 1, and our ᾱ_t equals ``scheduler.alphas_cumprod[t − 1]``. On a respaced
+UNet with timestep t − 1, and our ᾱ_t is ``scheduler.alphas_cumprod[t − 1]``, the table the
+UNet was trained with, read in float64 (β_t = 1 − ᾱ_t/ᾱ_{t−1}, as diffusers' DDPM step derives
+it; `scheduler_betas`). On a respaced
 schedule (``compile(..., levels=...)``) the adapter is called with the training level τ_i of
 each new level, so the UNet receives τ_i − 1 (docs/pretrained.md).
 
@@ -40,8 +42,10 @@ the input's dtype before ε̂ and the score are formed, so chains and Δ stay in
 
 Refused, with a ValueError: UNets with a Fourier time embedding (the NCSN++ / score-SDE VE
 models, which take σ rather than a timestep index and predict a scaled score), UNets that need
-inputs other than text and class (SDXL's ``text_time``, image embeddings), and schedulers
-without a discrete β table (``ScoreSdeVeScheduler``, EDM and flow-matching schedulers).
+inputs other than text and class (SDXL's ``text_time``, image embeddings, class embedding
+vectors), schedulers without a discrete β table (``ScoreSdeVeScheduler``, EDM and
+flow-matching schedulers) and β's outside (0, 1), each with its cause. The UNet is called
+through `call_net`, so an error raised inside it carries the note naming the component.
 """
 from __future__ import annotations
 

@@ -141,16 +141,17 @@ def cached_snapshot(repo_id: str, revision: Optional[str] = None) -> str:
     huggingface_hub finds it: refs/<revision> → snapshots/<commit>/ (a commit hash as
     revision names the snapshot directly). A miss is a ValueError naming the cache folder it
     looked in and how to download the model."""
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.file_download import repo_folder_name
+    cache = hub_cache()
     for filename, depth in ((MODEL_INDEX, 1), ("unet/config.json", 2), ("config.json", 1)):
-        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision)
         if isinstance(found, str):
             folder = found
             for _ in range(depth):
                 folder = os.path.dirname(folder)
             return folder
-    storage = os.path.join(constants.HF_HUB_CACHE, repo_folder_name(repo_id=repo_id, repo_type="model"))
+    storage = os.path.join(cache, repo_folder_name(repo_id=repo_id, repo_type="model"))
     ref = revision or "main"
     if os.path.isdir(storage):
         seen = f"{storage} holds no snapshot of revision {ref!r} with {MODEL_INDEX} or unet/config.json"
@@ -158,10 +159,22 @@ def cached_snapshot(repo_id: str, revision: Optional[str] = None) -> str:
         seen = f"there is no {storage}"
     raise ValueError(
         f"path: {repo_id!r} is neither a folder nor a model in the local Hugging Face cache "
-        f"({seen}; the cache is HF_HUB_CACHE, or HF_HOME/hub, here {constants.HF_HUB_CACHE}). "
+        f"({seen}; the cache is HF_HUB_CACHE, or HF_HOME/hub, here {cache}). "
         "Nothing is downloaded at load time: download it once where the Hub can be reached, "
         f"e.g. `hf download {repo_id}` or diffusers.DiffusionPipeline.download({repo_id!r}), "
         "into the same cache, then load it by id; or load a folder written by save_pretrained")
+
+
+def hub_cache() -> str:
+    """huggingface_hub's cache folder: HF_HUB_CACHE, else HF_HOME/hub, read from the
+    environment now (huggingface_hub reads it once, when imported, and a variable set later in
+    the process is meant as well), else huggingface_hub's own setting."""
+    from huggingface_hub import constants
+    for variable, below in (("HF_HUB_CACHE", ()), ("HUGGINGFACE_HUB_CACHE", ()), ("HF_HOME", ("hub",))):
+        value = os.environ.get(variable)
+        if value:
+            return os.path.join(os.path.expandvars(os.path.expanduser(value)), *below)
+    return constants.HF_HUB_CACHE
 
 
 # -- reading the files -----------------------------------------------------------------------
