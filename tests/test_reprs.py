@@ -213,6 +213,13 @@ def test_counts_of_one_are_singular():
     assert "sampler HMC: 1 step per level of 1 leapfrog step, no reverse step, 1 chain" in text
     assert "2 steps per level of 3 leapfrog steps, no reverse step, 2 chains" in str(
         target.plan_for(compose.HMC(0.1, num_leapfrog=3), 2, 2))
+    one = compose.compile(gaussian(compose.Schedule.cosine(1), [0.0, 0.0], 1.0, "g"))
+    assert "T = 1 level, event shape" in str(one.plan)
+    result = compose.sample(one, compose.MALA(0.1), 1, steps_per_level=1, progress=False,
+                            generator=torch.Generator().manual_seed(0))
+    assert repr(result.diagnostics).startswith("Diagnostics(MALA, 1 chain, level 1, 1 step, ")
+    assert ", 1 level, " in repr(result)
+    assert result.diagnostics.summary().startswith("MALA: 1 chain, 1 level, 1 kernel step per chain")
 
 
 def test_schedules_carry_a_name():
