@@ -100,6 +100,28 @@ def test_chain_acceptance_agrees_with_the_level_figures(mala_run):
     assert len(set(rates[-1].tolist())) > 1        # chains differ: the mean alone hides that
 
 
+def test_the_sampler_reads_the_host_once_per_level(monkeypatch):
+    """The quantiles and per-chain counts add no host read: compose.sampler itself turns a
+    tensor into Python numbers once per level (counted at every way of doing so)."""
+    import sys
+    reads = []
+    for name in ("tolist", "item", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            if sys._getframe(1).f_globals.get("__name__") == "compose.sampler":
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    schedule = compose.Schedule.cosine(7)
+    target = compose.compile(gaussian(schedule, [0.0, 0.0], 1.0, "g"))
+    result = compose.sample(target, compose.MALA(0.1), 9, steps_per_level=3,
+                            generator=torch.Generator().manual_seed(0), progress=False)
+    assert reads == ["tolist"] * 7
+    result.diagnostics.chain_acceptance()                          # on request: one copy each
+    assert reads[7:] == ["cpu"] * 7
+
+
 def test_per_chain_counts_stay_out_of_saved_data(mala_run):
     level = mala_run.diagnostics.levels[0]
     assert isinstance(level.chain_accepted, torch.Tensor) and level.chain_accepted.shape == (50,)
