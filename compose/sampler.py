@@ -151,10 +151,12 @@ class Diagnostics:
 
     def __repr__(self) -> str:
         levels = len(self.levels)
-        span = f"levels {self.levels[0].level}..{self.levels[-1].level}" if levels else "no levels"
+        span = ("no levels" if not levels else f"level {self.levels[0].level}" if levels == 1
+                else f"levels {self.levels[0].level}..{self.levels[-1].level}")
         steps = sum(d.steps for d in self.levels)
         clipped = "" if self.clipped is None else f", clipped {self.clipped:.2%}"
-        return (f"Diagnostics({self.sampler}, {self.num_samples} chains, {span}, {steps} steps, "
+        return (f"Diagnostics({self.sampler}, {_count(self.num_samples, 'chain')}, {span}, "
+                f"{_count(steps, 'step')}, "
                 f"acceptance {format_rate(self.mean_acceptance())}, divergences "
                 f"{self.divergences}, {_format_evaluations(self.evaluations_per_sample())} "
                 f"evaluations/sample, {self.seconds:.2f} s{clipped})")
@@ -179,7 +181,7 @@ class Diagnostics:
         out = [line(header)]
         for row in shown:
             out.append(line(row) if row is not None else
-                       f"  … {len(rows) - max_rows} levels not shown (table(max_rows=None) "
+                       f"  … {_count(len(rows) - max_rows, 'level')} not shown (table(max_rows=None) "
                        "shows all)")
         return "\n".join(out)
 
@@ -191,11 +193,12 @@ class Diagnostics:
                       f"per level from {format_rate(min(rates))} to {format_rate(max(rates))})"
                       if rates else "acceptance — (no Metropolis-adjusted kernel steps)")
         evaluations = self.evaluations_per_sample()
-        lines = [f"{self.sampler}: {self.num_samples} chains, {len(self.levels)} levels, "
-                 f"{sum(d.steps for d in self.levels)} kernel steps per chain",
+        lines = [f"{self.sampler}: {_count(self.num_samples, 'chain')}, "
+                 f"{_count(len(self.levels), 'level')}, "
+                 f"{_count(sum(d.steps for d in self.levels), 'kernel step')} per chain",
                  acceptance,
                  f"divergences {self.divergences}"
-                 + (f" (at {sum(d.divergences > 0 for d in self.levels)} levels)"
+                 + (f" (at {_count(sum(d.divergences > 0 for d in self.levels), 'level')})"
                     if self.divergences else ""),
                  "evaluations per sample: " + (", ".join(f"{k} {v:g}" for k, v in evaluations.items())
                                                or "none"),
@@ -211,6 +214,10 @@ def format_rate(value: Optional[float], digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:.{digits}f}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _format_evaluations(evaluations: Dict[str, float]) -> str:
@@ -238,7 +245,7 @@ class SampleResult:
         x, d = self.samples, self.diagnostics
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else "?"
         where = f"{str(x.dtype).replace('torch.', '')} on {x.device}" if isinstance(x, torch.Tensor) else ""
-        return (f"SampleResult(samples {shape} {where}, {d.sampler}, {len(d.levels)} levels, "
+        return (f"SampleResult(samples {shape} {where}, {d.sampler}, {_count(len(d.levels), 'level')}, "
                 f"acceptance {format_rate(d.mean_acceptance())}, divergences {d.divergences})")
 
 

@@ -344,7 +344,9 @@ def test_quick_experiment_end_to_end(tmp_path, capsys):
     out = tmp_path / "digits"
     args = parser.parse_args(["digits", "--out", str(out), "--quick", "--seeds", "1",
                               "--scale", "2", "--no-progress"])
+    capsys.readouterr()
     assert args.func(args) == 0
+    assert capsys.readouterr().out.endswith("results.md  (a smoke test: --quick numbers mean nothing)\n")
     for name in ("results.md", "results.json", "samples_score.png", "samples_energy.png",
                  "acceptance.png", "samples_seed0.npz", "checkpoints/eval.pt"):
         assert (out / name).exists(), name

@@ -234,7 +234,7 @@ class Plan:
     def __str__(self) -> str:
         shape = "unknown" if self.event_shape is None else str(self.event_shape)
         lines = [f"plan for {self.expression}",
-                 f"  schedule {self.schedule}, T = {self.T} levels, event shape {shape}"]
+                 f"  schedule {self.schedule}, T = {_count(self.T, 'level')}, event shape {shape}"]
         if self.network_levels is not None:
             lines.append(f"  respaced: level i calls the networks at training levels "
                          f"{_level_list(self.network_levels)} of {self.training_T}")

@@ -55,7 +55,8 @@ def _run_from_args(args: argparse.Namespace) -> int:
                    seed=args.seed, device=args.device, settings=settings,
                    progress=args.progress, threads=args.threads, command=command,
                    samplers=args.samplers, parameterisations=args.parameterisations)
-    print(os.path.join(args.out, "results.md"))
+    print(os.path.join(args.out, "results.md")
+          + ("  (a smoke test: --quick numbers mean nothing)" if args.quick else ""))
     return 0
 
 
