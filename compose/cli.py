@@ -481,8 +481,8 @@ def _print_run_summary(result) -> None:
     from .runs import outputs
     images = getattr(result, "images", None)
     if images is not None:
-        print(f"{len(images)} images of shape {tuple(images.images.shape[1:])} "
-              f"({images.decoder}) written to {result.out / 'images.pt'}; {images.clipping()}")
+        print(f"{len(images)} images of shape {tuple(images.images.shape[1:])} (from "
+              f"{images.decoder}) written to {result.out / 'images.pt'}; {images.clipping()}")
     print(outputs.summary(result.diagnostics))
 
 
