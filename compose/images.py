@@ -28,7 +28,7 @@ OUTPUT_TYPES = ("pt", "np", "pil")
 PIXEL_RANGE = (-1.0, 1.0)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Images:
     """Decoded images and how many of their values were clipped into [0, 1].
 
@@ -81,6 +81,8 @@ def decoder_of(source):
     if can_decode(source) and not isinstance(source, Expr) and not hasattr(source, "expr"):
         return source
     expr = getattr(source, "expr", source)
+    if not isinstance(expr, Expr) and callable(getattr(expr, "as_leaf", None)):
+        expr = expr.as_leaf()                           # a component that cannot decode
     if not isinstance(expr, Expr):
         raise ValueError(f"source: expected a compiled target, an expression or a component, got "
                          f"{type(source).__name__}")

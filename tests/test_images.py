@@ -101,6 +101,8 @@ def test_the_first_component_that_decodes_decodes(saved):
     assert img.decoder_of(other * model) is model
     with pytest.raises(ValueError, match=r"no component of 'g \*\* 2' decodes .*components: g"):
         img.decoder_of(other ** 2)
+    with pytest.raises(ValueError, match=r"no component of 'g' decodes"):
+        img.decode(other, torch.zeros((1, 4, 8, 8)))
     with pytest.raises(ValueError, match="source: expected a compiled target"):
         img.decode(object(), torch.zeros((1, 2)))
 
