@@ -6,7 +6,7 @@
     compose sample "<expr>" --components ... --kernel KERNEL --step-size X --out DIR [...]
                  (blocks, checkpoints, --resume; under torchrun, sharded over processes)
     (both: --model NAME=PATH_OR_ID binds a diffusers folder or hub id, instead of or beside
-     --components; with --null-class [NAME=]C and --model-dtype)
+     --components; with --null-class [NAME=]C, and --dtype float16|bfloat16 for its networks)
     compose demo [...]            (compose.experiments.product2d.demo; arguments passed through)
 
 Every subcommand is registered in `commands()`: a name, a help line, a function that adds its
@@ -155,6 +155,8 @@ def _configure_plan(parser: argparse.ArgumentParser) -> None:
                         help="count evaluations for this sampler (Reverse: no MCMC, the "
                              "reverse process)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--dtype", choices=("float32",) + HALF_DTYPES, default=None,
+                        help="load the --model networks in this dtype (default: as saved)")
 
 
 def _run_plan(args: argparse.Namespace) -> int:
@@ -204,7 +206,8 @@ def _kernel(name: str, leapfrog: int):
 
 
 # -- bindings: --components and --model -------------------------------------------------------
-MODEL_DTYPES = ("float32", "float16", "bfloat16")
+#: --dtype values that load the --model networks in half precision (the chains stay float32).
+HALF_DTYPES = ("float16", "bfloat16")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -218,9 +221,6 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="the class label of the bare leaf of a class-conditional --model "
                              "(the unconditional model of guidance): C for every --model, "
                              "NAME=C for one")
-    parser.add_argument("--model-dtype", choices=MODEL_DTYPES, default=None,
-                        help="load the --model networks in this dtype (default: as saved); "
-                             "the chains keep their own dtype")
 
 
 def bindings_of(args: argparse.Namespace, device=None) -> Dict[str, object]:
@@ -229,13 +229,24 @@ def bindings_of(args: argparse.Namespace, device=None) -> Dict[str, object]:
         raise CommandError("give the components: --model NAME=PATH_OR_ID (a diffusers folder "
                            "or hub id) and/or --components FILE_OR_MODULE")
     bindings = load_components(args.components) if args.components is not None else {}
-    models = load_models(args.model, args.null_class, args.model_dtype, device)
+    models = load_models(args.model, args.null_class, _network_dtype(args), device)
     for name in models:
         if name in bindings:
             raise CommandError(f"--model {name}=...: {name!r} is also bound by --components "
                                f"{args.components}; choose another name")
     bindings.update(models)
     return bindings
+
+
+def _network_dtype(args: argparse.Namespace) -> Optional[str]:
+    """The dtype the --model networks load in: --dtype float16 or bfloat16 (else as saved)."""
+    dtype = getattr(args, "dtype", None)
+    return dtype if dtype in HALF_DTYPES else None
+
+
+def _chain_dtype(args: argparse.Namespace) -> str:
+    """The chains' dtype: --dtype float32 or float64; float32 when --dtype names a half type."""
+    return "float32" if args.dtype in HALF_DTYPES else args.dtype
 
 
 def _bindings_label(args: argparse.Namespace) -> str:
@@ -257,10 +268,11 @@ def _model_device(args: argparse.Namespace):
 
 def load_models(specs, null_classes=(), dtype: Optional[str] = None,
                 device=None) -> Dict[str, object]:
-    """`compose.adapters.load` of each NAME=PATH_OR_ID, with --null-class and --model-dtype."""
+    """`compose.adapters.load` of each NAME=PATH_OR_ID, with --null-class and a half dtype."""
     if not specs:
         if null_classes or dtype is not None:
-            raise CommandError("--null-class and --model-dtype apply to --model; no --model given")
+            raise CommandError("--null-class and --dtype float16/bfloat16 apply to --model "
+                               "networks; no --model given")
         return {}
     parsed: Dict[str, str] = {}
     for spec in specs:
@@ -423,8 +435,10 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
                         help="warm-up steps per level of --adapt (default 3)")
     parser.add_argument("--adapt-factor", type=float, default=1.5, metavar="F",
                         help="step-size factor of --adapt (default 1.5)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                        help="floating-point type of the chains (default float32)")
+    parser.add_argument("--dtype", choices=("float32", "float64") + HALF_DTYPES,
+                        default="float32",
+                        help="floating-point type of the chains (default float32); float16 or "
+                             "bfloat16 loads the --model networks in it, the chains float32")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda:LOCAL_RANK when CUDA is available, else the CPU")
     parser.add_argument("--threads", type=_count(1), default=1, metavar="T",
@@ -460,7 +474,7 @@ def _run_sample(args: argparse.Namespace) -> int:
             leapfrog=args.leapfrog, damping=args.damping, path=args.path, points=args.points,
             rule=args.rule, levels=args.levels, chunk_rows=args.chunk_rows, reverse_step=args.reverse_step,
             variance=args.variance,
-            adaptation=adaptation, event_shape=shape, dtype=args.dtype, device=args.device,
+            adaptation=adaptation, event_shape=shape, dtype=_chain_dtype(args), device=args.device,
             threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
             progress=args.progress, picture=args.picture,
             components_label=_bindings_label(args),
