@@ -140,6 +140,8 @@ def test_a_grid_has_white_gutters_between_exact_cells():
     np.testing.assert_allclose(img.grid(x, columns=3, gutter=2, scale=2, output_type="np"),
                                pixels / 255, atol=1e-7)
     assert img.grid(x, 3, gutter=2, scale=2, output_type="pt").shape == (3, 22, 44)
+    for same in (img.postprocess(x, "pil").images, img.postprocess(x, "np").images):
+        np.testing.assert_array_equal(np.asarray(img.grid(same, 3, gutter=2, scale=2)), pixels)
 
 
 def test_a_grid_of_tiny_images_is_scaled_up_and_draws_its_title_and_labels():
