@@ -16,7 +16,7 @@ from compose import images as img
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from compose.adapters import from_diffusers, load  # noqa: E402
+from compose.adapters import from_diffusers, from_pipeline, load  # noqa: E402
 from test_pipelines import tiny_stable_diffusion  # noqa: E402
 
 
@@ -165,3 +165,19 @@ def test_a_long_title_wraps_to_the_grid_width():
     short = img.grid(x, title="p")
     long = img.grid(x, title=" ".join(["p(prompt=\"a castle\") ** 7.5"] * 6))
     assert long.size[0] == short.size[0] and long.size[1] > short.size[1]
+
+
+def test_a_latent_model_with_three_latent_channels_decodes_through_its_vqvae():
+    """LDM pipelines keep a VQ autoencoder as `vqvae`; 3 latent channels are not pixels."""
+    from types import SimpleNamespace
+    torch.manual_seed(6)
+    vqvae = diffusers.VQModel(block_out_channels=(8,), norm_num_groups=4, latent_channels=3,
+                              layers_per_block=1, num_vq_embeddings=16).eval()
+    pipeline = SimpleNamespace(unet=pixel_unet(), scheduler=diffusers.DDIMScheduler(num_train_timesteps=50),
+                               vqvae=vqvae)
+    model = from_pipeline(pipeline, name="ldm")
+    z = torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        reference = vqvae.decode(z / vqvae.config.scaling_factor).sample / 2 + 0.5
+    torch.testing.assert_close(model.decode(z), reference)
+    assert img.decode(model, z).clipped == int(((reference < 0) | (reference > 1)).sum())
