@@ -301,6 +301,8 @@ def load_models(specs, null_classes=(), dtype: Optional[str] = None,
             models[name] = load(where, name=name, **options, **extra)
         except (ValueError, OSError) as error:
             raise CommandError(f"--model {name}={where}: {error}") from None
+        except Exception as error:      # any other failure of a model's files, in one line
+            raise CommandError(f"--model {name}={where}: {type(error).__name__}: {error}") from None
     return models
 
 
@@ -407,8 +409,8 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Sample a composition into --out: samples.pt (N, *event), diagnostics.json, plan.txt, "
         "and for image models images.pt and images.png (decoded through a latent model's VAE, "
-        "clipped to [0, 1]), else samples.png. Chains run in blocks seeded from (seed, block), checkpointed after every "
-        "level; under torchrun the processes take blocks in turn. The samples are bitwise the "
+        "clipped to [0, 1]), else samples.png; at the end, a table of the levels. Chains run "
+        "in blocks seeded from (seed, block), checkpointed after every level; under torchrun the processes take blocks in turn. The samples are bitwise the "
         "same for any number of processes and after --resume (docs/sampling_at_scale.md).")
     _add_composition_options(parser)
     parser.add_argument("--kernel", choices=KERNELS, required=True,
