@@ -235,9 +235,7 @@ def _as_uint8(images) -> np.ndarray:
         sizes = {image.size for image in images}
         if len(sizes) > 1:
             raise ValueError(f"images: PIL images of different sizes {sorted(sizes)}")
-        mode = "L" if all(image.mode == "L" for image in images) else "RGB"
-        return np.stack([np.asarray(image.convert(mode)) for image in images]).reshape(
-            (len(images),) + images[0].size[::-1] + (1 if mode == "L" else 3,))
+        return np.stack([np.asarray(image.convert("RGB")) for image in images])
     if isinstance(images, torch.Tensor):
         if images.dim() != 4:
             raise ValueError(f"images: expected a tensor (N, C, H, W), got shape {tuple(images.shape)}")

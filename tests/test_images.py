@@ -156,6 +156,9 @@ def test_a_grid_of_tiny_images_is_scaled_up_and_draws_its_title_and_labels():
         img.grid(x, labels=["a"])
     with pytest.raises(ValueError, match="C = 1 or 3"):
         img.grid(torch.zeros((2, 4, 8, 8)))
+    grey = img.postprocess(torch.rand((4, 1, 8, 8), generator=torch.Generator().manual_seed(8)))
+    np.testing.assert_array_equal(np.asarray(img.grid(img.postprocess(grey.images, "pil").images)),
+                                  np.asarray(grey.grid()))               # "L" images as grey cells
     out = img.postprocess(x * 2 - 1)                                        # Images themselves
     assert out.grid(columns=4).size[0] > out.grid(columns=2).size[0]
 
