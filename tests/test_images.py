@@ -4,7 +4,6 @@ clipped values counted, and grids with gutters, a title and labels.
 The latent model is the tiny Stable Diffusion pipeline of test_pipelines (built and saved
 here, nothing downloaded); its VAE's own decoder is the reference for decoding.
 """
-import pathlib
 
 import numpy as np
 import pytest
