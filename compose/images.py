@@ -54,8 +54,10 @@ class Images:
 
     def clipping(self) -> str:
         """One line: how many values were outside [0, 1]."""
-        return (f"{self.clipped:,} of {self.values:,} values ({100 * self.fraction_clipped:.2g}%) "
-                "were outside the image range and were clipped")
+        percent = 100 * self.fraction_clipped
+        share = "<0.01" if 0 < percent < 0.01 else f"{percent:.3g}"
+        return (f"{self.clipped:,} of {self.values:,} values ({share}%) were outside the image "
+                "range and were clipped")
 
     def grid(self, **options):
         """`grid` of these images (options as there)."""

@@ -48,7 +48,9 @@ def test_postprocess_clips_to_the_unit_range_and_counts_what_was_outside():
     assert out.fraction_clipped == pytest.approx(3 / 96)
     assert out.images[0, 0, 0, :3].tolist() == [1.0, 0.0, 0.0]
     assert out.images.min() >= 0 and out.images.max() <= 1
-    assert "3 of 96 values" in out.clipping() and "clipped" in out.clipping()
+    assert out.clipping() == "3 of 96 values (3.12%) were outside the image range and were clipped"
+    assert "(100%)" in img.postprocess(x + 5).clipping()
+    assert "(<0.01%)" in img.Images(x, 1, 10 ** 6).clipping()
     as_np = img.postprocess(x, "np").images
     assert as_np.shape == (2, 4, 4, 3) and as_np.dtype == np.float32
     np.testing.assert_array_equal(as_np, out.images.permute(0, 2, 3, 1).numpy())
