@@ -113,7 +113,7 @@ def _add_composition_options(parser: argparse.ArgumentParser) -> None:
     """The options `compose plan` and `compose sample` share: the composition, how it is
     compiled, and the run it is planned or sampled for."""
     parser.add_argument("expression", help='the composition, e.g. "ring * bar ** 0.5"')
-    parser.add_argument("--components", metavar="FILE_OR_MODULE",
+    parser.add_argument("--components", default="", metavar="FILE_OR_MODULE",
                         help="a Python file or module; its top-level components (or a dict "
                              "named `components`) are bound by name")
     _add_model_options(parser)
@@ -161,7 +161,8 @@ def _configure_plan(parser: argparse.ArgumentParser) -> None:
 
 def _run_plan(args: argparse.Namespace) -> int:
     from .compiler import compile
-    bindings = bindings_of(args)
+    bindings = load_components(args.components)
+    bindings = with_models(bindings, args)
     shape = _event_shape(args)
     try:
         levels = None
@@ -223,19 +224,18 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                              "NAME=C for one")
 
 
-def bindings_of(args: argparse.Namespace, device=None) -> Dict[str, object]:
-    """Name → component from --components and --model; a name bound twice is an error."""
-    if args.components is None and not args.model:
+def with_models(bindings: Dict[str, object], args: argparse.Namespace,
+                device=None) -> Dict[str, object]:
+    """The --components `bindings` and the --model ones; a name bound twice is an error."""
+    if not args.components and not args.model:
         raise CommandError("give the components: --model NAME=PATH_OR_ID (a diffusers folder "
                            "or hub id) and/or --components FILE_OR_MODULE")
-    bindings = load_components(args.components) if args.components is not None else {}
     models = load_models(args.model, args.null_class, _network_dtype(args), device)
     for name in models:
         if name in bindings:
             raise CommandError(f"--model {name}=...: {name!r} is also bound by --components "
                                f"{args.components}; choose another name")
-    bindings.update(models)
-    return bindings
+    return {**bindings, **models}
 
 
 def _network_dtype(args: argparse.Namespace) -> Optional[str]:
@@ -251,7 +251,7 @@ def _chain_dtype(args: argparse.Namespace) -> str:
 
 def _bindings_label(args: argparse.Namespace) -> str:
     """Where the components came from, as run.json records it."""
-    return "; ".join(([args.components] if args.components is not None else [])
+    return "; ".join(([args.components] if args.components else [])
                      + [f"--model {spec}" for spec in args.model])
 
 
@@ -328,11 +328,14 @@ def _null_classes(values, names) -> Dict[str, int]:
 def load_components(spec: str) -> Dict[str, object]:
     """Name → component bindings from a Python file or an importable module.
 
-    A dict named `components` is used as it is. Otherwise every top-level attribute that is a
-    compose `Component` is bound by its attribute name, and each classifier is also bound to
-    its guidance variable (``class``) unless that name is taken.
+    An empty `spec` (no --components) binds nothing. A dict named `components` is used as it
+    is. Otherwise every top-level attribute that is a compose `Component` is bound by its
+    attribute name, and each classifier is also bound to its guidance variable (``class``)
+    unless that name is taken.
     """
     from .components import Component
+    if not spec:
+        return {}
     module = _load_module(spec)
     explicit = getattr(module, "components", None)
     if explicit is not None:
@@ -459,8 +462,11 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
 def _run_sample(args: argparse.Namespace) -> int:
     from .runs import RunError, sample_run
     from .sampler import Adaptation
-    bindings = bindings_of(args, device=_model_device(args))
-    source = Path(args.components) if args.components is not None else None
+    bindings = load_components(args.components)
+    source = Path(args.components)
+    bindings = with_models(bindings, args, device=_model_device(args))
+    # what the run records: the chains' dtype, and where the components came from
+    args.dtype, args.components = _chain_dtype(args), _bindings_label(args)
     try:
         adaptation = None
         if args.adapt:
@@ -476,11 +482,10 @@ def _run_sample(args: argparse.Namespace) -> int:
             leapfrog=args.leapfrog, damping=args.damping, path=args.path, points=args.points,
             rule=args.rule, levels=args.levels, chunk_rows=args.chunk_rows, reverse_step=args.reverse_step,
             variance=args.variance,
-            adaptation=adaptation, event_shape=shape, dtype=_chain_dtype(args), device=args.device,
+            adaptation=adaptation, event_shape=shape, dtype=args.dtype, device=args.device,
             threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
-            progress=args.progress, picture=args.picture,
-            components_label=_bindings_label(args),
-            components_source=source.read_bytes() if source is not None and source.is_file() else None)
+            progress=args.progress, picture=args.picture, components_label=args.components,
+            components_source=source.read_bytes() if source.is_file() else None)
     except CompositionError:
         raise
     except ValueError as error:        # RunError, and bad option values named by the library
