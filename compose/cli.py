@@ -6,7 +6,7 @@
     compose sample "<expr>" --components ... --kernel KERNEL --step-size X --out DIR [...]
                  (blocks, checkpoints, --resume; under torchrun, sharded over processes)
     (both: --model NAME=PATH_OR_ID binds a diffusers folder or hub id, instead of or beside
-     --components; with --null-class [NAME=]C and --model-dtype)
+     --components; with --null-class [NAME=]C, and --dtype float16|bfloat16 for its networks)
     compose demo [...]            (compose.experiments.product2d.demo; arguments passed through)
 
 Every subcommand is registered in `commands()`: a name, a help line, a function that adds its
@@ -167,7 +167,7 @@ def _add_composition_options(parser: argparse.ArgumentParser) -> None:
     """The options `compose plan` and `compose sample` share: the composition, how it is
     compiled, and the run it is planned or sampled for."""
     parser.add_argument("expression", help='the composition, e.g. "ring * bar ** 0.5"')
-    parser.add_argument("--components", metavar="FILE_OR_MODULE",
+    parser.add_argument("--components", default="", metavar="FILE_OR_MODULE",
                         help="a Python file or module; its top-level components (or a dict "
                              "named `components`) are bound by name")
     _add_model_options(parser)
@@ -209,11 +209,14 @@ def _configure_plan(parser: argparse.ArgumentParser) -> None:
                         help="count evaluations for this sampler (Reverse: no MCMC, the "
                              "reverse process)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--dtype", choices=("float32",) + HALF_DTYPES, default=None,
+                        help="load the --model networks in this dtype (default: as saved)")
 
 
 def _run_plan(args: argparse.Namespace) -> int:
     from .compiler import compile
-    bindings = bindings_of(args)
+    bindings = load_components(args.components)
+    bindings = with_models(bindings, args)
     shape = _event_shape(args)
     levels = _levels(args.levels)
     try:
@@ -254,7 +257,8 @@ def _kernel(name: str, leapfrog: int):
 
 
 # -- bindings: --components and --model -------------------------------------------------------
-MODEL_DTYPES = ("float32", "float16", "bfloat16")
+#: --dtype values that load the --model networks in half precision (the chains stay float32).
+HALF_DTYPES = ("float16", "bfloat16")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -268,29 +272,36 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="the class label of the bare leaf of a class-conditional --model "
                              "(the unconditional model of guidance): C for every --model, "
                              "NAME=C for one")
-    parser.add_argument("--model-dtype", choices=MODEL_DTYPES, default=None,
-                        help="load the --model networks in this dtype (default: as saved); "
-                             "the chains keep their own dtype")
 
 
-def bindings_of(args: argparse.Namespace, device=None) -> Dict[str, object]:
-    """Name → component from --components and --model; a name bound twice is an error."""
-    if args.components is None and not args.model:
+def with_models(bindings: Dict[str, object], args: argparse.Namespace,
+                device=None) -> Dict[str, object]:
+    """The --components `bindings` and the --model ones; a name bound twice is an error."""
+    if not args.components and not args.model:
         raise CommandError("give the components: --model NAME=PATH_OR_ID (a diffusers folder "
                            "or hub id) and/or --components FILE_OR_MODULE")
-    bindings = load_components(args.components) if args.components is not None else {}
-    models = load_models(args.model, args.null_class, args.model_dtype, device)
+    models = load_models(args.model, args.null_class, _network_dtype(args), device)
     for name in models:
         if name in bindings:
             raise CommandError(f"--model {name}=...: {name!r} is also bound by --components "
                                f"{args.components}; choose another name")
-    bindings.update(models)
-    return bindings
+    return {**bindings, **models}
+
+
+def _network_dtype(args: argparse.Namespace) -> Optional[str]:
+    """The dtype the --model networks load in: --dtype float16 or bfloat16 (else as saved)."""
+    dtype = getattr(args, "dtype", None)
+    return dtype if dtype in HALF_DTYPES else None
+
+
+def _chain_dtype(args: argparse.Namespace) -> str:
+    """The chains' dtype: --dtype float32 or float64; float32 when --dtype names a half type."""
+    return "float32" if args.dtype in HALF_DTYPES else args.dtype
 
 
 def _bindings_label(args: argparse.Namespace) -> str:
     """Where the components came from, as run.json records it."""
-    return "; ".join(([args.components] if args.components is not None else [])
+    return "; ".join(([args.components] if args.components else [])
                      + [f"--model {spec}" for spec in args.model])
 
 
@@ -307,10 +318,11 @@ def _model_device(args: argparse.Namespace):
 
 def load_models(specs, null_classes=(), dtype: Optional[str] = None,
                 device=None) -> Dict[str, object]:
-    """`compose.adapters.load` of each NAME=PATH_OR_ID, with --null-class and --model-dtype."""
+    """`compose.adapters.load` of each NAME=PATH_OR_ID, with --null-class and a half dtype."""
     if not specs:
         if null_classes or dtype is not None:
-            raise CommandError("--null-class and --model-dtype apply to --model; no --model given")
+            raise CommandError("--null-class and --dtype float16/bfloat16 apply to --model "
+                               "networks; no --model given")
         return {}
     parsed: Dict[str, str] = {}
     for spec in specs:
@@ -339,6 +351,8 @@ def load_models(specs, null_classes=(), dtype: Optional[str] = None,
             models[name] = load(where, name=name, **options, **extra)
         except (ValueError, OSError) as error:
             raise CommandError(f"--model {name}={where}: {error}") from None
+        except Exception as error:      # any other failure of a model's files, in one line
+            raise CommandError(f"--model {name}={where}: {type(error).__name__}: {error}") from None
     return models
 
 
@@ -364,11 +378,14 @@ def _null_classes(values, names) -> Dict[str, int]:
 def load_components(spec: str) -> Dict[str, object]:
     """Name → component bindings from a Python file or an importable module.
 
-    A dict named `components` is used as it is. Otherwise every top-level attribute that is a
-    compose `Component` is bound by its attribute name, and each classifier is also bound to
-    its guidance variable (``class``) unless that name is taken.
+    An empty `spec` (no --components) binds nothing. A dict named `components` is used as it
+    is. Otherwise every top-level attribute that is a compose `Component` is bound by its
+    attribute name, and each classifier is also bound to its guidance variable (``class``)
+    unless that name is taken.
     """
     from .components import Component
+    if not spec:
+        return {}
     module = _load_module(spec)
     explicit = getattr(module, "components", None)
     if explicit is not None:
@@ -445,8 +462,8 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Sample a composition into --out: samples.pt (N, *event), diagnostics.json, plan.txt, "
         "and for image models images.pt and images.png (decoded through a latent model's VAE, "
-        "clipped to [0, 1]), else samples.png. Chains run in blocks seeded from (seed, block), checkpointed after every "
-        "level; under torchrun the processes take blocks in turn. The samples are bitwise the "
+        "clipped to [0, 1]), else samples.png; at the end, a table of the levels. Chains run "
+        "in blocks seeded from (seed, block), checkpointed after every level; under torchrun the processes take blocks in turn. The samples are bitwise the "
         "same for any number of processes and after --resume (docs/sampling_at_scale.md).")
     _add_composition_options(parser)
     parser.add_argument("--kernel", choices=KERNELS, required=True,
@@ -473,8 +490,10 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
                         help="warm-up steps per level of --adapt (default 3)")
     parser.add_argument("--adapt-factor", type=float, default=1.5, metavar="F",
                         help="step-size factor of --adapt (default 1.5)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                        help="floating-point type of the chains (default float32)")
+    parser.add_argument("--dtype", choices=("float32", "float64") + HALF_DTYPES,
+                        default="float32",
+                        help="floating-point type of the chains (default float32); float16 or "
+                             "bfloat16 loads the --model networks in it, the chains float32")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda:LOCAL_RANK when CUDA is available, else the CPU")
     parser.add_argument("--threads", type=_count(1), default=1, metavar="T",
@@ -498,8 +517,11 @@ def _run_sample(args: argparse.Namespace) -> int:
     from .sampler import Adaptation
     levels = _levels(args.levels)
     shape = _event_shape(args)
-    bindings = bindings_of(args, device=_model_device(args))
-    source = Path(args.components) if args.components is not None else None
+    bindings = load_components(args.components)
+    source = Path(args.components) if args.components else None
+    bindings = with_models(bindings, args, device=_model_device(args))
+    # what the run records: the chains' dtype, and where the components came from
+    args.dtype, args.components = _chain_dtype(args), _bindings_label(args)
     try:
         adaptation = None
         if args.adapt:
@@ -517,8 +539,7 @@ def _run_sample(args: argparse.Namespace) -> int:
             adaptation=adaptation, event_shape=shape, dtype=args.dtype, device=args.device,
             threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
             trust_components=args.trust_components,
-            progress=args.progress, picture=args.picture,
-            components_label=_bindings_label(args),
+            progress=args.progress, picture=args.picture, components_label=args.components,
             components_source=source.read_bytes() if source is not None and source.is_file() else None)
     except CompositionError:
         raise
@@ -536,8 +557,8 @@ def _print_run_summary(result) -> None:
     from .runs import outputs
     images = getattr(result, "images", None)
     if images is not None:
-        print(f"{len(images)} images of shape {tuple(images.images.shape[1:])} "
-              f"({images.decoder}) written to {result.out / 'images.pt'}; {images.clipping()}")
+        print(f"{len(images)} images of shape {tuple(images.images.shape[1:])} (from "
+              f"{images.decoder}) written to {result.out / 'images.pt'}; {images.clipping()}")
     print(outputs.summary(result.diagnostics))
 
 

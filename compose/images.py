@@ -28,7 +28,7 @@ OUTPUT_TYPES = ("pt", "np", "pil")
 PIXEL_RANGE = (-1.0, 1.0)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Images:
     """Decoded images and how many of their values were clipped into [0, 1].
 
@@ -54,8 +54,10 @@ class Images:
 
     def clipping(self) -> str:
         """One line: how many values were outside [0, 1]."""
-        return (f"{self.clipped:,} of {self.values:,} values ({100 * self.fraction_clipped:.2g}%) "
-                "were outside the image range and were clipped")
+        percent = 100 * self.fraction_clipped
+        share = "<0.01" if 0 < percent < 0.01 else f"{percent:.3g}"
+        return (f"{self.clipped:,} of {self.values:,} values ({share}%) were outside the image "
+                "range and were clipped")
 
     def grid(self, **options):
         """`grid` of these images (options as there)."""
@@ -81,6 +83,8 @@ def decoder_of(source):
     if can_decode(source) and not isinstance(source, Expr) and not hasattr(source, "expr"):
         return source
     expr = getattr(source, "expr", source)
+    if not isinstance(expr, Expr) and callable(getattr(expr, "as_leaf", None)):
+        expr = expr.as_leaf()                           # a component that cannot decode
     if not isinstance(expr, Expr):
         raise ValueError(f"source: expected a compiled target, an expression or a component, got "
                          f"{type(source).__name__}")
@@ -233,9 +237,7 @@ def _as_uint8(images) -> np.ndarray:
         sizes = {image.size for image in images}
         if len(sizes) > 1:
             raise ValueError(f"images: PIL images of different sizes {sorted(sizes)}")
-        mode = "L" if all(image.mode == "L" for image in images) else "RGB"
-        return np.stack([np.asarray(image.convert(mode)) for image in images]).reshape(
-            (len(images),) + images[0].size[::-1] + (1 if mode == "L" else 3,))
+        return np.stack([np.asarray(image.convert("RGB")) for image in images])
     if isinstance(images, torch.Tensor):
         if images.dim() != 4:
             raise ValueError(f"images: expected a tensor (N, C, H, W), got shape {tuple(images.shape)}")

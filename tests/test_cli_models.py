@@ -125,6 +125,7 @@ def test_model_options_are_checked(class_unet, tmp_path, capsys):
         (["plan", "u", "--model", f"u={class_unet}", "--null-class", "v=1"], "no --model named 'v'"),
         (["plan", "u", "--model", f"u={class_unet}", "--null-class", "x"], "expected a class number"),
         (["plan", "u", "--components", str(components), "--null-class", "1"], "apply to --model"),
+        (["plan", "u", "--components", str(components), "--dtype", "float16"], "apply to --model"),
         (["plan", "u", "--model", f"u={tmp_path / 'nothing'}"], f"--model u={tmp_path / 'nothing'}: "),
     ]
     for argv, message in cases:
@@ -132,7 +133,8 @@ def test_model_options_are_checked(class_unet, tmp_path, capsys):
         assert message in capsys.readouterr().err, argv
 
 
-def test_model_dtype_loads_the_networks_in_it(class_unet, capsys, monkeypatch):
+def test_a_half_dtype_loads_the_networks_in_it_and_keeps_the_chains_float32(
+        class_unet, tmp_path, capsys, monkeypatch):
     import compose.adapters
     seen = {}
     real = compose.adapters.load
@@ -141,9 +143,20 @@ def test_model_dtype_loads_the_networks_in_it(class_unet, capsys, monkeypatch):
         seen.update(options)
         return real(path, **options)
     monkeypatch.setattr(compose.adapters, "load", spy)
-    assert main(["plan", "u(class=1)", "--model", f"u={class_unet}", "--model-dtype",
-                 "bfloat16"]) == 0
+    assert main(["plan", "u(class=1)", "--model", f"u={class_unet}", "--dtype", "bfloat16"]) == 0
     assert seen["dtype"] is torch.bfloat16 and seen["name"] == "u"
+    seen.clear()
+    out = tmp_path / "run"
+    status, _, _ = sample(capsys, "u(class=1)", "--model", f"u={class_unet}", "--dtype", "bfloat16",
+                          "--kernel", "Reverse", "--samples", "2", "--levels", "2", "--out", out)
+    assert status == 0 and seen["dtype"] is torch.bfloat16
+    assert torch.load(out / "samples.pt").dtype == torch.float32
+    assert json.loads((out / "run.json").read_text())["settings"]["dtype"] == "float32"
+    seen.clear()
+    status, _, _ = sample(capsys, "u(class=1)", "--model", f"u={class_unet}", "--dtype", "float64",
+                          "--kernel", "Reverse", "--samples", "2", "--levels", "2", "--out", out / "b")
+    assert status == 0 and "dtype" not in seen
+    assert torch.load(out / "b" / "samples.pt").dtype == torch.float64
 
 
 # -- the summary ----------------------------------------------------------------------------

@@ -4,7 +4,6 @@ clipped values counted, and grids with gutters, a title and labels.
 The latent model is the tiny Stable Diffusion pipeline of test_pipelines (built and saved
 here, nothing downloaded); its VAE's own decoder is the reference for decoding.
 """
-import pathlib
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from compose import images as img
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from compose.adapters import from_diffusers, load  # noqa: E402
+from compose.adapters import from_diffusers, from_pipeline, load  # noqa: E402
 from test_pipelines import tiny_stable_diffusion  # noqa: E402
 
 
@@ -49,7 +48,9 @@ def test_postprocess_clips_to_the_unit_range_and_counts_what_was_outside():
     assert out.fraction_clipped == pytest.approx(3 / 96)
     assert out.images[0, 0, 0, :3].tolist() == [1.0, 0.0, 0.0]
     assert out.images.min() >= 0 and out.images.max() <= 1
-    assert "3 of 96 values" in out.clipping() and "clipped" in out.clipping()
+    assert out.clipping() == "3 of 96 values (3.12%) were outside the image range and were clipped"
+    assert "(100%)" in img.postprocess(x + 5).clipping()
+    assert "(<0.01%)" in img.Images(x, 1, 10 ** 6).clipping()
     as_np = img.postprocess(x, "np").images
     assert as_np.shape == (2, 4, 4, 3) and as_np.dtype == np.float32
     np.testing.assert_array_equal(as_np, out.images.permute(0, 2, 3, 1).numpy())
@@ -101,6 +102,8 @@ def test_the_first_component_that_decodes_decodes(saved):
     assert img.decoder_of(other * model) is model
     with pytest.raises(ValueError, match=r"no component of 'g \*\* 2' decodes .*components: g"):
         img.decoder_of(other ** 2)
+    with pytest.raises(ValueError, match=r"no component of 'g' decodes"):
+        img.decode(other, torch.zeros((1, 4, 8, 8)))
     with pytest.raises(ValueError, match="source: expected a compiled target"):
         img.decode(object(), torch.zeros((1, 2)))
 
@@ -138,6 +141,8 @@ def test_a_grid_has_white_gutters_between_exact_cells():
     np.testing.assert_allclose(img.grid(x, columns=3, gutter=2, scale=2, output_type="np"),
                                pixels / 255, atol=1e-7)
     assert img.grid(x, 3, gutter=2, scale=2, output_type="pt").shape == (3, 22, 44)
+    for same in (img.postprocess(x, "pil").images, img.postprocess(x, "np").images):
+        np.testing.assert_array_equal(np.asarray(img.grid(same, 3, gutter=2, scale=2)), pixels)
 
 
 def test_a_grid_of_tiny_images_is_scaled_up_and_draws_its_title_and_labels():
@@ -152,6 +157,9 @@ def test_a_grid_of_tiny_images_is_scaled_up_and_draws_its_title_and_labels():
         img.grid(x, labels=["a"])
     with pytest.raises(ValueError, match="C = 1 or 3"):
         img.grid(torch.zeros((2, 4, 8, 8)))
+    grey = img.postprocess(torch.rand((4, 1, 8, 8), generator=torch.Generator().manual_seed(8)))
+    np.testing.assert_array_equal(np.asarray(img.grid(img.postprocess(grey.images, "pil").images)),
+                                  np.asarray(grey.grid()))               # "L" images as grey cells
     out = img.postprocess(x * 2 - 1)                                        # Images themselves
     assert out.grid(columns=4).size[0] > out.grid(columns=2).size[0]
 
@@ -161,3 +169,19 @@ def test_a_long_title_wraps_to_the_grid_width():
     short = img.grid(x, title="p")
     long = img.grid(x, title=" ".join(["p(prompt=\"a castle\") ** 7.5"] * 6))
     assert long.size[0] == short.size[0] and long.size[1] > short.size[1]
+
+
+def test_a_latent_model_with_three_latent_channels_decodes_through_its_vqvae():
+    """LDM pipelines keep a VQ autoencoder as `vqvae`; 3 latent channels are not pixels."""
+    from types import SimpleNamespace
+    torch.manual_seed(6)
+    vqvae = diffusers.VQModel(block_out_channels=(8,), norm_num_groups=4, latent_channels=3,
+                              layers_per_block=1, num_vq_embeddings=16).eval()
+    pipeline = SimpleNamespace(unet=pixel_unet(), scheduler=diffusers.DDIMScheduler(num_train_timesteps=50),
+                               vqvae=vqvae)
+    model = from_pipeline(pipeline, name="ldm")
+    z = torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        reference = vqvae.decode(z / vqvae.config.scaling_factor).sample / 2 + 0.5
+    torch.testing.assert_close(model.decode(z), reference)
+    assert img.decode(model, z).clipped == int(((reference < 0) | (reference > 1)).sum())

@@ -78,8 +78,9 @@ def from_pipeline(pipeline, name: Optional[str] = None, *,
                          f"got a {type(pipeline).__name__}")
     if encode_prompt is None and isinstance(unet, diffusers.UNet2DConditionModel):
         encode_prompt = PipelinePrompts(pipeline)
-    if decode is None and getattr(pipeline, "vae", None) is not None:
-        decode = VaeDecoder(pipeline.vae)
+    autoencoder = getattr(pipeline, "vae", None) or getattr(pipeline, "vqvae", None)  # LDM: vqvae
+    if decode is None and autoencoder is not None:
+        decode = VaeDecoder(autoencoder)
     return from_diffusers(unet, scheduler, name=name, encode_prompt=encode_prompt, decode=decode,
                           **options)
 
