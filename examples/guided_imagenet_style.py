@@ -13,8 +13,8 @@ differ from the library's default in three ways, and each is one argument here:
 - the class-conditional UNet takes its label as the keyword ``y``
   (``condition_names={"class": "y"}``: the leaf ``c(class=3)`` calls ``c_net(x, t − 1, y=3)``).
 
-Only `load_networks` knows that the networks here are 8×8 digit stand-ins trained for seconds
-(a `SmallUNet` with learned variance and a class embedding, a `NoisyClassifier`, both behind
+Only `load_networks` knows that the networks here are 8×8 digit stand-ins trained for about a
+minute of CPU time (`--quick`: seconds, untrained) (a `SmallUNet` with learned variance and a class embedding, a `NoisyClassifier`, both behind
 0-based wrappers). With the real checkpoints, replace its body by the loading lines in its
 docstring; everything below it stays. Compositions:
 
@@ -101,8 +101,8 @@ def load_networks(quick: bool, seed: int = 0):
         classifier.load_state_dict(torch.load("256x256_classifier.pt", map_location="cpu"))
         return cond.eval(), uncond.eval(), classifier.eval(), diffusion.betas, None
 
-    (`diffusion.betas` are the 1000 linear β's the models were trained with.) Here the three
-    networks are trained on the 8×8 digits for seconds: one class-conditional UNet trained
+    (`diffusion.betas` are the 1000 linear β's the models were trained with.) Here the
+    networks are trained on the 8×8 digits briefly: one class-conditional UNet trained
     with the label dropped 10% of the time serves as both the conditional and the
     unconditional model (y=None), as in classifier-free guidance training.
     """

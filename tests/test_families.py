@@ -547,3 +547,24 @@ def test_guided_imagenet_style_example_runs_end_to_end(capsys):
            "net(x, t − 1, y=<class>)" in out
     assert "clf[class=4]" in out and "network: net(x, t − 1)" in out
     assert "respaced: level i calls the networks at training levels 200, 400, 600, 800, 1000" in out
+
+
+def test_small_unet_with_learned_variance_and_classes():
+    from compose.models.unet import SmallUNet
+    torch.manual_seed(0)
+    net = SmallUNet(1, 8, 50, base=8, embed=16, out_channels=2, num_classes=3)
+    with torch.no_grad():                            # zero-initialised layers, made visible
+        for p in net.parameters():
+            p.normal_(0.0, 0.3)
+    x, t = torch.randn(4, 1, 8, 8), torch.full((4,), 7)
+    out = net(x, t, y=torch.tensor([0, 1, 2, 3]))
+    assert out.shape == (4, 2, 8, 8)
+    torch.testing.assert_close(net(x, t), net(x, t, y=torch.full((4,), 3)))   # None = "no class"
+    assert not torch.allclose(net(x, t, y=torch.zeros(4, dtype=torch.long)), net(x, t))
+    rebuilt = SmallUNet(**net.config())
+    assert rebuilt.config() == net.config() and "num_classes" in net.config()
+    assert "num_classes" not in SmallUNet(1, 8, 50).config()       # old configs are unchanged
+    with pytest.raises(ValueError, match="labels must lie in 0..3"):
+        net(x, t, y=torch.full((4,), 4))
+    with pytest.raises(ValueError, match="not class-conditional"):
+        SmallUNet(1, 8, 50, base=8)(x, t, y=torch.zeros(4, dtype=torch.long))

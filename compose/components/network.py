@@ -1,4 +1,5 @@
-"""Components defined by networks: score (ε-prediction), energy and classifier models.
+"""Components defined by networks: score (ε, x₀, v or score prediction), energy and classifier
+models.
 
 ==================  ===============  ==========================================================
 class               log-density      score
