@@ -6,33 +6,29 @@ everything downstream (compiler, kernels, sampler) sees one kind of model.
 ==========================  ======================================  ====================
 adapter                     wraps                                   extra
 ==========================  ======================================  ====================
-``from_denoiser``           a VE denoiser D(x, σ) ≈ E[x_0 | x]      (torch only)
-                            (EDM, EDM2, k-diffusion)
-``from_continuous``         a continuous-time VP net(x, s)          (torch only)
-                            (score SDE)
 ``from_diffusers``          diffusers ``UNet2DModel`` or            ``[diffusers]``
                             ``UNet2DConditionModel`` + scheduler
 ``from_pipeline``           a diffusers pipeline (UNet, scheduler,  ``[pipelines]``
                             prompt encoder, VAE)
 ``load``                    a ``save_pretrained`` folder            ``[pipelines]``
+``from_denoiser``           a VE denoiser D(x, σ) ≈ E[x_0 | x]      (torch only)
+                            (EDM, EDM2, k-diffusion)
+``from_continuous``         a continuous-time VP net(x, s)          (torch only)
+                            (score SDE)
 ==========================  ======================================  ====================
-
-Adapters import their library only when first used, so ``import compose.adapters`` works
-without the optional extras installed.
 
 Networks on our discrete levels that predict x_0, v or ε, with a learned variance or 0-based
 timesteps, need no adapter: ``compose.ScoreModel(net, schedule, prediction=...,
 learned_variance=..., level_offset=-1)``.
+
+Adapters import their library only when first used, so ``import compose.adapters`` works
+without the optional extras installed.
 """
 from __future__ import annotations
 
 import importlib
 
 _LAZY = {
-    "from_denoiser": ".families",
-    "from_continuous": ".families",
-    "DenoiserModel": ".families",
-    "ContinuousTimeModel": ".families",
     "DiffusersScoreModel": ".diffusers",
     "from_diffusers": ".diffusers",
     "noise_from_output": ".diffusers",
@@ -40,6 +36,10 @@ _LAZY = {
     "PromptEmbeddings": ".diffusers",
     "from_pipeline": ".pipelines",
     "load": ".pipelines",
+    "from_denoiser": ".families",
+    "from_continuous": ".families",
+    "DenoiserModel": ".families",
+    "ContinuousTimeModel": ".families",
 }
 
 __all__ = list(_LAZY)
