@@ -13,10 +13,11 @@ differ from the library's default in three ways, and each is one argument here:
 - the class-conditional UNet takes its label as the keyword ``y``
   (``condition_names={"class": "y"}``: the leaf ``c(class=3)`` calls ``c_net(x, t − 1, y=3)``).
 
-Only `load_networks` knows that the networks here are 8×8 digit stand-ins trained for about a
-minute of CPU time (`--quick`: seconds, untrained) (a `SmallUNet` with learned variance and a class embedding, a `NoisyClassifier`, both behind
-0-based wrappers). With the real checkpoints, replace its body by the loading lines in its
-docstring; everything below it stays. Compositions:
+Only `load_networks` knows that the networks here are 8×8 digit stand-ins: a `SmallUNet`
+with learned variance and a class embedding and a `NoisyClassifier`, both behind 0-based
+wrappers, trained for about a minute of CPU time (`--quick`: a few steps, seconds). With the
+real checkpoints, replace its body by the loading lines in its docstring; everything below it
+stays. Compositions:
 
     p | class=K @ λ                    classifier guidance of the unconditional model
     c(class=K) ** w / p ** (w − 1)     classifier-free guidance (conditional over unconditional)
@@ -91,13 +92,14 @@ def load_networks(quick: bool, seed: int = 0):
             model_and_diffusion_defaults, classifier_defaults, create_model_and_diffusion,
             create_classifier)
         options = model_and_diffusion_defaults()
-        options.update(image_size=256, class_cond=True, learn_sigma=True, ...)   # the model card's flags
+        options.update(image_size=256, class_cond=True, learn_sigma=True, ...)  # the card's flags
         cond, diffusion = create_model_and_diffusion(**options)
         cond.load_state_dict(torch.load("256x256_diffusion.pt", map_location="cpu"))
         options.update(class_cond=False)
         uncond, _ = create_model_and_diffusion(**options)
         uncond.load_state_dict(torch.load("256x256_diffusion_uncond.pt", map_location="cpu"))
-        classifier = create_classifier(**{k: options.get(k, v) for k, v in classifier_defaults().items()})
+        classifier = create_classifier(**{k: options.get(k, v)
+                                          for k, v in classifier_defaults().items()})
         classifier.load_state_dict(torch.load("256x256_classifier.pt", map_location="cpu"))
         return cond.eval(), uncond.eval(), classifier.eval(), diffusion.betas, None
 
