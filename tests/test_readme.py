@@ -40,12 +40,16 @@ def test_each_readme_block_runs_alone_and_prints_what_it_says(index, capsys):
         images = namespace["images"].images             # decoded through the VAE, clipped
         assert images.shape == (2, 3, 16, 16) and 0 <= float(images.min()) <= float(images.max()) <= 1
         assert "Images(2 × (3, 16, 16), decoded by p" in out
+    if "from_denoiser" in block:        # other families: the plan says how u is called; N(0, I)
+        assert "called as net(x, t − 1, y=<class>)" in out
+        x = namespace["torch"].ones(1, 2)
+        assert namespace["torch"].allclose(namespace["d"].score(x, 40), -x)
 
 
 def test_the_checks_above_are_not_vacuous():
     blocks = _blocks()
     for marker in ("num_samples=500", "log_ratio", "except compose.CompositionError", "MCMC(",
-                   "from_diffusers"):
+                   "from_diffusers", "from_denoiser"):
         assert any(marker in block for block in blocks), marker
 
 

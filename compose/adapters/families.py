@@ -87,7 +87,9 @@ class DenoiserModel(ScoreModel):
         return torch.full((x.shape[0],), self.ve_sigma(t), dtype=x.dtype, device=x.device)
 
     def call_net(self, x: torch.Tensor, t: int, conditions=()):
-        """D(x/√ᾱ_t, σ_VE, **conditions): the VP input seen as the VE one."""
+        """D(x/√ᾱ_t, σ_VE, **conditions): the VP input seen as the VE one (the level's range
+        checked first, so a refusal is not reported as the network's error)."""
+        self.ve_sigma(t)
         return super().call_net(x * (1.0 / math.sqrt(self.schedule.alpha_bar(t))), t, conditions)
 
     def network_call(self) -> str:
@@ -143,6 +145,11 @@ class ContinuousTimeModel(ScoreModel):
     def network_levels(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """s of level t as a float tensor (N,) in x's dtype: the network's time input."""
         return torch.full((x.shape[0],), self.time(t), dtype=x.dtype, device=x.device)
+
+    def call_net(self, x: torch.Tensor, t: int, conditions=()):
+        """net(x, s, **conditions), the level's time range checked first."""
+        self.time(t)
+        return super().call_net(x, t, conditions)
 
     def network_call(self) -> str:
         what = "ε" if self.prediction == "epsilon" else "the score"

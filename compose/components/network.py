@@ -1,4 +1,5 @@
-"""Components defined by networks: score (ε-prediction), energy and classifier models.
+"""Components defined by networks: score (ε, x₀, v or score prediction), energy and classifier
+models.
 
 ==================  ===============  ==========================================================
 class               log-density      score
@@ -14,8 +15,8 @@ Networks are called as ``net(x, t)`` with t an int64 tensor of shape (N,) holdin
 (``net(x, t, **{"class": y})``, renamed by ``condition_names``) when a leaf is conditioned, as
 in classifier-free guidance. A ScoreModel's network may predict ε, x_0, v or the score, with or
 without a learned variance (`compose.components.predictions`). Score-only components are
-integrated along a path for Δ (docs/delta.md). A network in float16 or bfloat16 runs in its own dtype; its output
-is converted back to the input's dtype (docs/pretrained.md).
+integrated along a path for Δ (docs/delta.md). A network in float16 or bfloat16 runs in its
+own dtype; its output is converted back to the input's dtype (docs/pretrained.md).
 """
 from __future__ import annotations
 

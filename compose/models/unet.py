@@ -121,12 +121,23 @@ class SmallUNet(nn.Module):
         base: channels at full resolution; resolution i has base · mults[i].
         mults: channel multipliers per resolution. blocks: ResBlocks per resolution.
         embed: width of the level embedding. groups: GroupNorm groups (at most).
+        out_channels: output channels (default `channels`; 2 · channels for a prediction and a
+            learned variance).
+        num_classes: class-conditional: ``net(x, t, y=labels)`` adds a learned embedding of
+            the label (N,) in 0..num_classes − 1 to the level embedding; y=None or
+            y = num_classes is "no class" (classifier-free guidance's unconditional model).
     """
 
     def __init__(self, channels: int = 1, size: int = 8, T: int = 100, base: int = 32,
                  mults: Sequence[int] = (1, 2), blocks: int = 1, embed: int = 64,
-                 groups: int = 8):
+                 groups: int = 8, out_channels: Optional[int] = None,
+                 num_classes: Optional[int] = None):
         super().__init__()
+        self.out_channels = channels if out_channels is None else positive_int("out_channels",
+                                                                               out_channels)
+        self.num_classes = None if num_classes is None else positive_int("num_classes", num_classes)
+        self.class_embedding = (None if num_classes is None
+                                else nn.Embedding(self.num_classes + 1, embed))
         for name, value in (("channels", channels), ("size", size), ("T", T), ("base", base),
                             ("blocks", blocks), ("embed", embed), ("groups", groups)):
             positive_int(name, value)
@@ -162,20 +173,31 @@ class SmallUNet(nn.Module):
             if i > 0:
                 self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
         self.out_norm = nn.GroupNorm(_groups(c, groups), c)
-        self.out = nn.Conv2d(c, channels, 3, padding=1)
+        self.out = nn.Conv2d(c, self.out_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def config(self) -> dict:
         """The constructor's keyword arguments: `SmallUNet(**net.config())` rebuilds the net."""
-        return {"channels": self.channels, "size": self.size, "T": self.T, "base": self.base,
-                "mults": list(self.mults), "blocks": self.n_blocks, "embed": self.embed,
-                "groups": self.groups}
+        config = {"channels": self.channels, "size": self.size, "T": self.T, "base": self.base,
+                  "mults": list(self.mults), "blocks": self.n_blocks, "embed": self.embed,
+                  "groups": self.groups}
+        if self.out_channels != self.channels:
+            config["out_channels"] = self.out_channels
+        if self.num_classes is not None:
+            config["num_classes"] = self.num_classes
+        return config
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x: (N, channels, size, size); t: int64 levels (N,) in 1..T → the shape of x."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor,
+                y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (N, channels, size, size); t: int64 levels (N,) in 1..T; y: class labels (N,)
+        of a class-conditional net (None: no class) → (N, out_channels, size, size)."""
         _check_images(x, self.channels, self.size)
         e = self.level_embedding(_check_levels(t, x, self.T))
+        if self.class_embedding is not None:
+            e = e + self.class_embedding(self._labels(y, x))
+        elif y is not None:
+            raise ValueError("y: this SmallUNet is not class-conditional (num_classes=None)")
         h = self.inp(x)
         skips = []
         for i, level in enumerate(self.down):
@@ -191,6 +213,22 @@ class SmallUNet(nn.Module):
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.out(F.silu(self.out_norm(h)))
+
+
+    def _labels(self, y: Optional[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Labels (N,) in 0..num_classes, num_classes where y is None ("no class")."""
+        if y is None:
+            return torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+        y = torch.as_tensor(y, device=x.device)
+        if y.dim() == 0:
+            y = y.expand(x.shape[0])
+        if y.shape != (x.shape[0],) or y.is_floating_point():
+            raise ValueError(f"y: expected integer labels of shape ({x.shape[0]},), got "
+                             f"{y.dtype} of shape {tuple(y.shape)}")
+        if y.device.type == "cpu" and y.numel() and not bool(((y >= 0) & (y <= self.num_classes)).all()):
+            raise ValueError(f"y: labels must lie in 0..{self.num_classes} ({self.num_classes}: "
+                             f"no class), got values from {int(y.min())} to {int(y.max())}")
+        return y.long()
 
 
 class NoisyClassifier(nn.Module):
