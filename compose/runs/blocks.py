@@ -160,11 +160,23 @@ def _check_diagnostics(payload, path, T: int, last: int) -> None:
             problem = f"{_describe(row)}, expected a dict of {', '.join(sorted(_DIAGNOSTICS))}"
         elif row["level"] != expected:
             problem = f"level {row['level']!r}, expected {expected}"
-        elif not all(_number(row[k]) or _numbers_by_name(row[k]) for k in _DIAGNOSTICS) \
-                or not _numbers_by_name(row["evaluations"]):
-            problem = "values that are not numbers"
+        else:
+            wrong = [k for k in sorted(_DIAGNOSTICS) if not _FIELD_CHECKS.get(k, _number)(row[k])]
+            if wrong:
+                problem = (f"values that are not numbers of their kind: {wrong[0]} is "
+                           f"{_shown(row[wrong[0]])} (level, steps and divergences are integers, "
+                           "evaluations and acceptance_quantiles dicts of label → number, the "
+                           "others numbers)")
         if problem is not None:
             raise checkpoint.DamagedFile(f"{path}: the diagnostics of level {expected} hold {problem}")
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(value) -> bool:
+    return _number(value) and value is not None
 
 
 def _numbers_by_name(value) -> bool:
@@ -174,6 +186,16 @@ def _numbers_by_name(value) -> bool:
 
 def _number(value) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+#: What each field of a level's diagnostics holds (the others: a number, or None).
+_FIELD_CHECKS = {"level": _integer, "steps": _integer, "divergences": _integer,
+                 "seconds": _seconds, "evaluations": _numbers_by_name,
+                 "acceptance_quantiles": _numbers_by_name}
+
+
+def _shown(value) -> str:
+    return "None" if value is None else _describe(value)
 
 
 def _describe(value) -> str:
