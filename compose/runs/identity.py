@@ -21,7 +21,8 @@ samples of two models. The digest covers, for each binding name (sorted):
 and the bytes of the file the components came from, when given. Functions, classes and
 modules of the libraries (torch, numpy, compose, diffusers, ..., the standard library) are
 identified by their qualified names: the versions are recorded with the run. Attributes whose
-names start with "_" (caches, hooks, counters) and a component's `name` are not part of it.
+names start with "_" (caches, hooks, counters) and a component's `name` are not part of it,
+but in a class of the user's own (built on object or nn.Module alone) they are.
 
 What cannot be hashed (an object without attributes reached from a user's function, such as a
 torch.Generator or an open file in a closure, or a structure nested too deep) is listed in
@@ -81,6 +82,16 @@ class ComponentsIdentity:
         shown = "; ".join(self.unverified[:most])
         more = len(self.unverified) - most
         return shown + (f"; and {more} more" if more > 0 else "")
+
+
+#: What nn.Module itself keeps in an instance (parameters, buffers, hooks): hashed otherwise.
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+
+
+def _own_class(cls: type) -> bool:
+    """A class outside the libraries whose bases are its own, object or nn.Module."""
+    return not any(_library(klass) for klass in cls.__mro__
+                   if klass not in (object, torch.nn.Module))
 
 
 def _library(thing) -> bool:
@@ -250,8 +261,12 @@ class _Hasher:
                     self.feed(member, f"{where}: {klass.__qualname__}.{name}", strict, depth)
 
     def _attributes(self, value, where: str, strict: bool, depth: int, skip=()) -> None:
+        # a class of the user's own (on object or nn.Module alone) keeps no library caches:
+        # its private attributes are its own settings (self._scale) and count too
+        private = _own_class(type(value))
         for name, attribute in sorted(vars(value).items()):
-            if name.startswith("_") or name in skip or isinstance(attribute, torch.nn.Module):
+            if (name.startswith("_") and not (private and name not in _MODULE_INTERNALS)) \
+                    or name in skip or isinstance(attribute, torch.nn.Module):
                 continue
             self.update("attribute", name.encode())
             self.feed(attribute, f"{where}.{name}", strict, depth)
@@ -275,6 +290,10 @@ class _Hasher:
     def _object(self, value, where: str, strict: bool, depth: int) -> None:
         kind = type(value)
         self.feed(kind, where, strict, depth)
+        wrapped = getattr(value, "__wrapped__", None) if _library(kind) else None
+        if wrapped is not None:             # functools.lru_cache, cache, wraps: what they call
+            self.update("wrapped")
+            self.feed(wrapped, f"{where} (wrapped)", strict, depth)
         if hasattr(value, "__dict__") and isinstance(vars(value), dict):
             self._attributes(value, where, strict and not _library(kind), depth)
         elif strict:
