@@ -132,3 +132,116 @@ def test_library_caches_stay_out_of_the_identity():
     compose.sample(target, compose.MALA(0.01), 4, steps_per_level=2,
                    generator=torch.Generator().manual_seed(0), progress=False)
     assert ComponentsIdentity.of(components).digest == before
+
+
+# -- loading: missing pipeline parts, timestep counts, image shapes ----------------------------
+diffusers = pytest.importorskip("diffusers")
+from compose.adapters import from_diffusers, load  # noqa: E402
+
+T = 20
+
+
+def _tiny_unet(**overrides):
+    config = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                  layers_per_block=1, norm_num_groups=4, add_attention=False,
+                  down_block_types=("DownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "UpBlock2D"))
+    config.update(overrides)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return diffusers.UNet2DModel(**config).eval()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("saved")
+    unet, scheduler = _tiny_unet(), diffusers.DDPMScheduler(num_train_timesteps=T)
+    unet.save_pretrained(root / "model" / "unet")
+    scheduler.save_pretrained(root / "model" / "scheduler")
+    diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(root / "pipeline")
+    return root
+
+
+def _copy(saved, tmp_path, which):
+    import shutil
+    shutil.copytree(saved / which, tmp_path / which)
+    return tmp_path / which
+
+
+def _edit(path, **changes):
+    import json
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("part, add", [("unet", None), ("scheduler", None),
+                                       ("vae", ["diffusers", "AutoencoderKL"])])
+def test_a_pipeline_part_without_its_folder_is_named_with_its_folder(saved, tmp_path, part, add):
+    """These said '<pipeline>/config.json: the file is missing' (or scheduler_config.json),
+    a file no one was asked to put there."""
+    import shutil
+    folder = _copy(saved, tmp_path, "pipeline")
+    if add is not None:
+        _edit(folder / "model_index.json", **{part: add})
+    else:
+        shutil.rmtree(folder / part)
+    message = (f"model_index.json: names a {part} (diffusers.", f"but {folder / part} is missing")
+    with pytest.raises(ValueError) as error:
+        load(folder)
+    assert all(m in str(error.value) for m in message), str(error.value)
+
+
+def test_an_intact_pipeline_loads(saved):
+    """The control of the test above."""
+    assert isinstance(load(saved / "pipeline", name="p"), compose.ScoreModel)
+
+
+@pytest.mark.parametrize("which", ["model", "pipeline"])
+@pytest.mark.parametrize("steps", [20.5, "20", -5, True])
+def test_a_timestep_count_that_is_not_a_positive_integer_is_named_with_its_file(
+        saved, tmp_path, which, steps):
+    """These ended in torch.linspace's 'invalid combination of arguments' or 'number of steps
+    must be non-negative' (0 alone was named)."""
+    folder = _copy(saved, tmp_path, which)
+    path = folder / "scheduler" / "scheduler_config.json"
+    _edit(path, num_train_timesteps=steps)
+    with pytest.raises(ValueError, match=f"{_escape(str(path))}: num_train_timesteps={_escape(repr(steps))}; "
+                                         r"a DDPMScheduler needs .*\(an integer ≥ 1\)"):
+        load(folder)
+
+
+def _escape(text):
+    import re
+    return re.escape(text)
+
+
+def test_a_sample_size_that_is_not_an_image_size_is_named(saved, tmp_path):
+    """'eight' ended in int('e'): "invalid literal for int() with base 10: 'e'"."""
+    folder = _copy(saved, tmp_path, "model")
+    _edit(folder / "unet" / "config.json", sample_size="eight")
+    with pytest.raises(ValueError, match=r"unet: its config's sample_size is 'eight', not an image "
+                                         r"size .*pass event_shape=\(C, H, W\)"):
+        load(folder)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((3, 8, 8), r"event_shape: \(3, 8, 8\) has 3 channel\(s\), but the UNet takes in_channels=1"),
+    ((1, 9, 9), r"halves the image once, so H and W must be multiples of 2"),
+    ((1, 8), r"event_shape: a UNet's samples are images \(C, H, W\), got \(1, 8\)"),
+])
+def test_an_event_shape_the_unet_cannot_take_is_refused_when_the_component_is_made(shape, message):
+    """These compiled and failed in the first call inside torch (a conv's channel count, a
+    skip connection's size mismatch)."""
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=T)
+    with pytest.raises(ValueError, match=message):
+        from_diffusers(_tiny_unet(), scheduler, name="p", event_shape=shape)
+
+
+def test_an_event_shape_the_unet_can_take_samples():
+    """The control: a larger canvas of multiples of 2 is a shape the convolutions take."""
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=T)
+    p = from_diffusers(_tiny_unet(), scheduler, name="p", event_shape=(1, 16, 12))
+    result = compose.sample(compose.compile(p), compose.MALA(1e-3), 2, steps_per_level=1,
+                            generator=torch.Generator().manual_seed(0), progress=False)
+    assert result.samples.shape == (2, 1, 16, 12)

@@ -229,9 +229,9 @@ class DiffusersScoreModel(ScoreModel):
                              "learned variance)")
 
         if event_shape is None and config.sample_size is not None:
-            size = config.sample_size
-            size = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
-            event_shape = (in_channels,) + tuple(int(s) for s in size)
+            event_shape = (in_channels,) + _sample_size(config.sample_size)
+        if event_shape is not None:
+            _check_image_shape(unet, event_shape, in_channels)
         if condition == PROMPT:
             raise ValueError(f"condition: '{PROMPT}' is the text condition; name the class "
                              "condition otherwise")
@@ -536,6 +536,39 @@ def _check_class_embedding(unet) -> None:
         raise ValueError(f"unet: class_embed_type={kind!r} takes class embedding vectors, not a "
                          "class number; only UNets with num_class_embeds (a table of classes) "
                          "or class_embed_type='timestep' are supported")
+
+
+def _sample_size(size) -> Tuple[int, int]:
+    """The UNet config's sample_size (an int or a pair of ints) as (H, W)."""
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool) and size >= 1:
+        return (int(size), int(size))
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in size):
+        return (int(size[0]), int(size[1]))
+    raise ValueError(f"unet: its config's sample_size is {size!r}, not an image size (an integer "
+                     "or a pair of integers ≥ 1); pass event_shape=(C, H, W)")
+
+
+def _check_image_shape(unet, event_shape, in_channels: int) -> None:
+    """event_shape is (C, H, W) with the UNet's C, and for a UNet2DModel (which, unlike a
+    UNet2DConditionModel, does not pad) H and W are multiples of its downsampling factor."""
+    shape = tuple(event_shape) if isinstance(event_shape, (list, tuple, torch.Size)) else None
+    if shape is None or len(shape) != 3 or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in shape):
+        raise ValueError(f"event_shape: a UNet's samples are images (C, H, W), got {event_shape!r}")
+    if shape[0] != in_channels:
+        raise ValueError(f"event_shape: {shape} has {shape[0]} channel(s), but the UNet takes "
+                         f"in_channels={in_channels}")
+    if isinstance(unet, UNet2DModel):
+        factor = 2 ** (len(unet.config.down_block_types) - 1)
+        if shape[1] % factor or shape[2] % factor:
+            raise ValueError(f"event_shape: {shape}: this UNet2DModel halves the image "
+                             f"{_times(len(unet.config.down_block_types) - 1)}, so H and W must "
+                             f"be multiples of {factor}")
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
 def scheduler_betas(scheduler) -> torch.Tensor:

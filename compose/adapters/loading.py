@@ -230,6 +230,31 @@ def _part(folder: str, name: str) -> Optional[str]:
     return name if os.path.isdir(os.path.join(folder, name)) else None
 
 
+def _part_file(library: str, class_name: str) -> Optional[str]:
+    """The config file of a pipeline part of this library and class (None: not one we read)."""
+    if library == "diffusers":
+        cls = getattr(diffusers, class_name, None)
+        if isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin):
+            return "scheduler_config.json"
+        if isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin):
+            return "config.json"
+    elif library == "transformers" and class_name.endswith("Model"):
+        return "config.json"
+    return None
+
+
+def _check_part(folder: str, component: str, subfolder: Optional[str], library: str,
+                class_name: str) -> None:
+    """A part that model_index.json names must have its folder (or, in older repos, its file
+    in the pipeline's own folder): else a ValueError naming the part and the folder."""
+    needed = _part_file(library, class_name)
+    if subfolder is None and needed is not None and not os.path.isfile(os.path.join(folder, needed)):
+        raise ValueError(f"{os.path.join(folder, MODEL_INDEX)}: names a {component} "
+                         f"({library}.{class_name}), but {os.path.join(folder, component)} is "
+                         "missing (the pipeline folder is incomplete: copy it again, or save the "
+                         "pipeline with save_pretrained)")
+
+
 def _load_model(folder: str, subfolder: Optional[str], cls, dtype_argument: dict):
     """A diffusers model from folder/subfolder, strictly: every weight of the network its
     config describes is in the file and every weight in the file is used."""
@@ -282,6 +307,10 @@ def _load_scheduler(folder: str, subfolder: Optional[str], expected: Optional[st
     if expected is not None and cls.__name__ != expected:
         raise ValueError(f"{path}: _class_name {cls.__name__!r}, but {MODEL_INDEX} names the "
                          f"{subfolder or 'scheduler'} a {expected}")
+    steps = read_config(path).get("num_train_timesteps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"{path}: num_train_timesteps={steps!r}; a {cls.__name__} needs at least "
+                         "one training timestep (an integer ≥ 1)")
     try:
         scheduler = cls.from_pretrained(folder, subfolder=subfolder, local_files_only=True)
     except Exception as error:
@@ -343,6 +372,7 @@ def _load_pipeline(folder: str, index: dict, dtype: Optional[torch.dtype]):
     loaded = {}
     for component, (library, class_name) in index.items():
         subfolder = _part(folder, component)
+        _check_part(folder, component, subfolder, library, class_name)
         if library == "diffusers":
             cls = getattr(diffusers, class_name, None)
             if isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin):
