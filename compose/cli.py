@@ -484,11 +484,12 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
                         help="reverse-step noise: small (β̃_t) or large (β_t) (default small)")
     parser.add_argument("--adapt", action="store_true",
                         help="adapt the step size during a warm-up at each level")
-    parser.add_argument("--adapt-band", default="0.6,0.9", metavar="LOW,HIGH",
+    # defaults applied with --adapt (None here: given without --adapt, they are refused)
+    parser.add_argument("--adapt-band", default=None, metavar="LOW,HIGH",
                         help="acceptance band of --adapt (default 0.6,0.9)")
-    parser.add_argument("--adapt-warmup", type=_count(1), default=3, metavar="W",
+    parser.add_argument("--adapt-warmup", type=_count(1), default=None, metavar="W",
                         help="warm-up steps per level of --adapt (default 3)")
-    parser.add_argument("--adapt-factor", type=float, default=1.5, metavar="F",
+    parser.add_argument("--adapt-factor", type=float, default=None, metavar="F",
                         help="step-size factor of --adapt (default 1.5)")
     parser.add_argument("--dtype", choices=("float32", "float64") + HALF_DTYPES,
                         default="float32",
@@ -512,9 +513,28 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
                         help="do not write samples.png / images.png")
 
 
+#: The options of --adapt and their defaults.
+ADAPT_DEFAULTS = {"adapt_band": "0.6,0.9", "adapt_warmup": 3, "adapt_factor": 1.5}
+
+
+def _adapt_options(args: argparse.Namespace) -> None:
+    """--adapt-band/-warmup/-factor take their defaults with --adapt; without it they would
+    change nothing, so giving one is an error that says to add --adapt."""
+    given = [name for name in ADAPT_DEFAULTS if getattr(args, name) is not None]
+    if given and not args.adapt:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise CommandError(f"{options}: set{'s' if len(given) == 1 else ''} up step-size "
+                           "adaptation, which is off without --adapt: add --adapt (or leave "
+                           f"{'it' if len(given) == 1 else 'them'} out)")
+    for name, default in ADAPT_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def _run_sample(args: argparse.Namespace) -> int:
     from .runs import RunError, sample_run
     from .sampler import Adaptation
+    _adapt_options(args)
     levels = _levels(args.levels)
     shape = _event_shape(args)
     bindings = load_components(args.components)

@@ -245,3 +245,62 @@ def test_an_event_shape_the_unet_can_take_samples():
     result = compose.sample(compose.compile(p), compose.MALA(1e-3), 2, steps_per_level=1,
                             generator=torch.Generator().manual_seed(0), progress=False)
     assert result.samples.shape == (2, 1, 16, 12)
+
+
+# -- sample_run options of other kinds; --adapt-* without --adapt --------------------------------
+@pytest.mark.parametrize("step_size", [[0.05] * 4, np.full(4, 0.05), torch.full((4,), 0.05), [0.05]])
+def test_per_level_step_sizes_are_named_as_what_a_run_does_not_take(tmp_path, step_size):
+    """These said 'a power law a,b needs two finite numbers' (a list) or 'must be a finite
+    number' (an array), for a value that was neither meant."""
+    with pytest.raises(RunError, match=r"step_size: a run takes one step size or a power law a,b "
+                                       r".*got \d+ values?: .*one step size per level is an option "
+                                       r"of compose.sample"):
+        _run(tmp_path / "run", step_size=step_size)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_power_law_given_as_an_array_is_the_pair_it_holds(tmp_path):
+    a = _run(tmp_path / "a", step_size=np.array([4.0, 1.3]))
+    b = _run(tmp_path / "b", step_size=(4.0, 1.3))
+    assert torch.equal(a.samples, b.samples)
+
+
+def test_a_numpy_bool_adaptation_is_the_bool_it_is(tmp_path):
+    """np.True_ said 'expected a compose.Adaptation, True or None, got bool'."""
+    a = _run(tmp_path / "a", adaptation=np.True_)
+    b = _run(tmp_path / "b", adaptation=True)
+    assert torch.equal(a.samples, b.samples)
+
+
+def _components_file(tmp_path):
+    source = tmp_path / "components.py"
+    source.write_text("import compose\nschedule = compose.Schedule.cosine(4)\n"
+                      "g = compose.GaussianMixture([[0.0, 0.0]], 0.5, schedule=schedule, name='g')\n")
+    return source
+
+
+def _sample_argv(tmp_path, *more):
+    return ["sample", "g", "--components", str(_components_file(tmp_path)), "--kernel", "MALA",
+            "--step-size", "0.05", "--samples", "3", "--steps", "1", "--no-picture",
+            "--no-progress", "--out", str(tmp_path / "run"), *more]
+
+
+@pytest.mark.parametrize("options", [["--adapt-band", "0.2,0.4"], ["--adapt-factor", "3"],
+                                     ["--adapt-warmup", "2", "--adapt-band", "0.2,0.4"]])
+def test_adaptation_options_without_adapt_are_refused(tmp_path, capsys, options):
+    """They ran without a word and adapted nothing."""
+    assert cli.main(_sample_argv(tmp_path, *options)) == 2
+    error = capsys.readouterr().err
+    assert options[0] in error and "add --adapt" in error, error
+    assert not (tmp_path / "run").exists()
+
+
+def test_adaptation_options_with_adapt_and_the_defaults_run(tmp_path):
+    """The controls: with --adapt they apply; --adapt alone takes the defaults, which are
+    the library's (the same samples as Adaptation())."""
+    assert cli.main(_sample_argv(tmp_path, "--adapt", "--adapt-factor", "3")) == 0
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert cli.main(_sample_argv(plain, "--adapt")) == 0
+    library = _run(tmp_path / "library", samples=3, steps=1, block_size=None, adaptation=True)
+    assert torch.equal(torch.load(plain / "run" / "samples.pt"), library.samples)

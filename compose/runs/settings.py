@@ -177,14 +177,22 @@ def step_size_setting(value) -> Union[None, float, Tuple[float, float]]:
         return None
     if isinstance(value, PowerLaw):
         return (float(value.a), float(value.b))
-    given = repr(value)
-    if isinstance(value, str):
+    given, text = repr(value), isinstance(value, str)
+    if text:
         try:
             parsed = [float(p) for p in value.split(",")]
         except ValueError:
             raise RunError(f"step_size: expected a number or 'a,b' (η_t = a·β_t^b), e.g. 0.05 or "
                            f"4.03,1.34; got {given}") from None
         value = parsed[0] if len(parsed) == 1 else tuple(parsed)
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 1:
+        value = value.tolist()
+    if isinstance(value, (tuple, list)) and len(value) != 2 and not text:
+        count = f"{len(value)} value{'s' if len(value) != 1 else ''}"
+        shown = given if len(given) <= 60 else given[:57] + "..."
+        raise RunError(f"step_size: a run takes one step size or a power law a,b (η_t = a·β_t^b, "
+                       f"e.g. 4.03,1.34), got {count}: {shown}; one step size per level is an "
+                       "option of compose.sample, not of a run")
     if isinstance(value, (tuple, list)):
         pair = [_real(v) for v in value]
         if len(pair) != 2 or None in pair or not all(map(math.isfinite, pair)) or pair[0] <= 0:
@@ -200,6 +208,8 @@ def step_size_setting(value) -> Union[None, float, Tuple[float, float]]:
 
 def adaptation_setting(value) -> Optional[Dict[str, Any]]:
     """An `Adaptation` (or True for the default one, None/False for none) as a setting."""
+    if isinstance(value, np.bool_):
+        value = bool(value)
     if value is None or value is False:
         return None
     if value is True:
