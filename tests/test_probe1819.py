@@ -1,0 +1,51 @@
+"""Acceptance probes of issues 18 and 19, as a user tries them: each test failed before its fix."""
+import pytest
+import torch
+
+import compose
+
+diffusers = pytest.importorskip("diffusers")
+
+from compose.adapters import from_diffusers  # noqa: E402
+
+T = 30
+
+
+@pytest.fixture(scope="module")
+def pixel_model():
+    """A tiny 3-channel pixel UNet (8 × 8) and its DDPM scheduler, as a component."""
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        unet = diffusers.UNet2DModel(
+            sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
+            layers_per_block=1, norm_num_groups=4, add_attention=False,
+            down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2).eval()
+    return from_diffusers(unet, diffusers.DDPMScheduler(num_train_timesteps=T), name="q")
+
+
+# -- decoding ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(2, 4, 8, 8), (2, 3, 16, 16), (2, 1, 8, 8)])
+def test_samples_of_another_shape_are_refused_not_decoded(pixel_model, shape):
+    """Samples that are not (N, *event_shape) of the decoder gave 'images' of their own shape
+    (4-channel pixels, a 16 × 16 picture from an 8 × 8 model) without a word."""
+    with pytest.raises(ValueError, match=r"samples: q decodes samples of shape \(N, 3, 8, 8\)"):
+        compose.images.decode(pixel_model, torch.zeros(shape))
+
+
+def test_samples_of_the_right_shape_still_decode(pixel_model):
+    images = compose.images.decode(pixel_model, torch.full((2, 3, 8, 8), 3.0))
+    assert images.images.shape == (2, 3, 8, 8) and images.clipped == images.values == 384
+
+
+def test_decoding_a_result_records_the_clipped_fraction_in_its_diagnostics(pixel_model):
+    """docs/sampler.md: `diagnostics.clipped` is set by decoding; it stayed None."""
+    target = compose.compile("q", q=pixel_model, levels=2)
+    result = compose.sample(target, compose.ULA(0.01), 3, steps_per_level=1,
+                            generator=torch.Generator().manual_seed(0), progress=False)
+    assert result.diagnostics.clipped is None
+    images = target.decode(result)
+    assert 0 < images.clipped < images.values
+    assert result.diagnostics.clipped == pytest.approx(images.fraction_clipped, abs=0)
+    assert f"clipped {images.fraction_clipped:.2%}" in repr(result.diagnostics)
+    # a bare tensor has no diagnostics to record into; decoding it still works
+    assert compose.images.decode(target, result.samples).clipped == images.clipped
