@@ -49,3 +49,38 @@ def test_decoding_a_result_records_the_clipped_fraction_in_its_diagnostics(pixel
     assert f"clipped {images.fraction_clipped:.2%}" in repr(result.diagnostics)
     # a bare tensor has no diagnostics to record into; decoding it still works
     assert compose.images.decode(target, result.samples).clipped == images.clipped
+
+
+# -- docs/pretrained.md figures -----------------------------------------------------------------
+DOCS = __import__("pathlib").Path(__file__).resolve().parent.parent / "docs" / "pretrained.md"
+
+
+def _refused(component, levels, call):
+    out = []
+    for t in levels:
+        try:
+            call(component, t)
+        except ValueError:
+            out.append(t)
+    return out
+
+
+def test_the_documented_unreachable_levels_of_a_continuous_model_are_the_refused_ones():
+    """The docs said levels 998–1000 of Schedule.linear(1000); level 997 (ᾱ = 4.288·10⁻⁵ <
+    ᾱ(1) = 4.319·10⁻⁵) is refused too."""
+    from compose.adapters import from_continuous
+    model = from_continuous(lambda x, s: x, compose.Schedule.linear(1000), event_shape=(2,))
+    refused = _refused(model, range(900, 1001), lambda m, t: m.time(t))
+    assert refused == list(range(997, 1001))
+    text = " ".join(DOCS.read_text().split())
+    assert "its levels 997–1000 are refused" in text
+
+
+def test_the_documented_cosine_levels_beyond_an_edm_denoiser_are_the_refused_ones():
+    from compose.adapters import from_denoiser
+    schedule = compose.Schedule.cosine(1000)
+    model = from_denoiser(lambda x, sigma: x, schedule, event_shape=(2,), sigma_max=80.0)
+    assert _refused(model, range(1, 1001), lambda m, t: m.ve_sigma(t)) == list(range(992, 1001))
+    assert schedule.ve_sigma(1000) == pytest.approx(2e4, rel=0.05)
+    text = " ".join(DOCS.read_text().split())
+    assert "σ_VE > 80 from level 992 on, 2·10⁴ at level 1000" in text
