@@ -84,3 +84,22 @@ def test_the_documented_cosine_levels_beyond_an_edm_denoiser_are_the_refused_one
     assert schedule.ve_sigma(1000) == pytest.approx(2e4, rel=0.05)
     text = " ".join(DOCS.read_text().split())
     assert "σ_VE > 80 from level 992 on, 2·10⁴ at level 1000" in text
+
+
+# -- loading a partial folder -------------------------------------------------------------------
+@pytest.mark.parametrize("removed, file", [("scheduler", "scheduler_config.json"),
+                                           ("unet", "config.json")])
+def test_a_pipeline_missing_a_subfolder_names_the_subfolder(tmp_path, removed, file):
+    """A pipeline folder without scheduler/ (a partial download) was reported as
+    '<folder>/scheduler_config.json: the file is missing', a file no pipeline has there."""
+    import shutil
+    from test_hub_loading import tiny_unet
+    from compose.adapters import load
+    folder = tmp_path / "pipeline"
+    diffusers.DDPMPipeline(unet=tiny_unet(), scheduler=diffusers.DDPMScheduler(
+        num_train_timesteps=T)).save_pretrained(folder)
+    assert load(folder, name="q").event_shape == (1, 8, 8)
+    shutil.rmtree(folder / removed)
+    with pytest.raises(ValueError, match=rf"names a {removed}, but there is no {removed}/ subfolder "
+                                         rf"\(nor {file} beside model_index.json"):
+        load(folder, name="q")

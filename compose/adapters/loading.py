@@ -230,6 +230,16 @@ def _part(folder: str, name: str) -> Optional[str]:
     return name if os.path.isdir(os.path.join(folder, name)) else None
 
 
+def _check_flat_part(folder: str, component: str) -> None:
+    """A ValueError naming the subfolder when `component` (the unet or the scheduler) has no
+    subfolder and its file is not in the pipeline's own folder either (a partial download)."""
+    file = "config.json" if component == "unet" else "scheduler_config.json"
+    if not os.path.isfile(os.path.join(folder, file)):
+        raise ValueError(f"{folder}: {MODEL_INDEX} names a {component}, but there is no "
+                         f"{component}/ subfolder (nor {file} beside {MODEL_INDEX}, the older "
+                         "layout); the folder is incomplete: save or download it again")
+
+
 def _load_model(folder: str, subfolder: Optional[str], cls, dtype_argument: dict):
     """A diffusers model from folder/subfolder, strictly: every weight of the network its
     config describes is in the file and every weight in the file is used."""
@@ -343,6 +353,8 @@ def _load_pipeline(folder: str, index: dict, dtype: Optional[torch.dtype]):
     loaded = {}
     for component, (library, class_name) in index.items():
         subfolder = _part(folder, component)
+        if subfolder is None and component in ("unet", "scheduler"):
+            _check_flat_part(folder, component)
         if library == "diffusers":
             cls = getattr(diffusers, class_name, None)
             if isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin):
