@@ -103,3 +103,29 @@ def test_a_pipeline_missing_a_subfolder_names_the_subfolder(tmp_path, removed, f
     with pytest.raises(ValueError, match=rf"names a {removed}, but there is no {removed}/ subfolder "
                                          rf"\(nor {file} beside model_index.json"):
         load(folder, name="q")
+
+
+# -- the command line's loading bars follow --progress --------------------------------------------
+@pytest.mark.parametrize("flag, expected", [("--no-progress", False), ("--progress", True),
+                                            (None, "absent")])
+def test_compose_sample_passes_its_progress_choice_to_loading(tmp_path, monkeypatch, capsys,
+                                                              flag, expected):
+    """`--no-progress` hid the sampling bar but left diffusers' loading bars to the terminal
+    test, and `--progress` did not show them on a log: load() was never told."""
+    import compose.adapters
+    from test_hub_loading import tiny_unet
+    from compose.cli import main
+    folder = tmp_path / "pipeline"
+    diffusers.DDPMPipeline(unet=tiny_unet(), scheduler=diffusers.DDPMScheduler(
+        num_train_timesteps=T)).save_pretrained(folder)
+    seen, real = {}, compose.adapters.load
+
+    def spy(path, **options):
+        seen.update(options)
+        return real(path, **options)
+    monkeypatch.setattr(compose.adapters, "load", spy)
+    argv = ["sample", "q", "--model", f"q={folder}", "--kernel", "Reverse", "--samples", "2",
+            "--levels", "2", "--out", str(tmp_path / "run"), "--device", "cpu", "--no-picture"]
+    assert main(argv + ([flag] if flag else [])) == 0
+    capsys.readouterr()
+    assert seen.get("progress", "absent") == expected
