@@ -129,3 +129,33 @@ def test_compose_sample_passes_its_progress_choice_to_loading(tmp_path, monkeypa
     assert main(argv + ([flag] if flag else [])) == 0
     capsys.readouterr()
     assert seen.get("progress", "absent") == expected
+
+
+# -- argument checks ------------------------------------------------------------------------------
+@pytest.mark.parametrize("event_shape", [2, -2, (0,), (2.5,), "2", (True,)])
+def test_a_bad_event_shape_is_a_value_error_naming_it(event_shape):
+    """event_shape=2 was a raw TypeError ('int' object is not iterable); (2.5,) became (2,),
+    "2" became (2,) and (0,) was kept, all without a word."""
+    from compose.adapters import from_continuous, from_denoiser
+    schedule = compose.Schedule.cosine(100)
+    for make in (lambda: compose.ScoreModel(lambda x, t: x, schedule, event_shape=event_shape),
+                 lambda: from_denoiser(lambda x, s: x, schedule, event_shape=event_shape),
+                 lambda: from_continuous(lambda x, s: x, schedule, event_shape=event_shape)):
+        with pytest.raises(ValueError, match="event_shape: "):
+            make()
+
+
+def test_good_event_shapes_still_pass():
+    schedule = compose.Schedule.cosine(100)
+    for shape in ((2,), [3, 4], torch.Size([1, 8, 8])):
+        assert compose.ScoreModel(lambda x, t: x, schedule, event_shape=shape).event_shape == tuple(shape)
+
+
+def test_a_wrong_output_shape_names_the_prediction_in_words():
+    """'an sample prediction must match the input'."""
+    from compose.adapters import from_denoiser
+    model = from_denoiser(lambda x, sigma: x[:, :1], compose.Schedule.cosine(100), name="d",
+                          event_shape=(2,))
+    with pytest.raises(ValueError, match=r"d: network returned shape \(3, 1\) for input \(3, 2\); "
+                                         r"an x₀ \(\"sample\"\) prediction must match the input"):
+        model.score(torch.zeros(3, 2), 5)
