@@ -280,7 +280,8 @@ def with_models(bindings: Dict[str, object], args: argparse.Namespace,
     if not args.components and not args.model:
         raise CommandError("give the components: --model NAME=PATH_OR_ID (a diffusers folder "
                            "or hub id) and/or --components FILE_OR_MODULE")
-    models = load_models(args.model, args.null_class, _network_dtype(args), device)
+    models = load_models(args.model, args.null_class, _network_dtype(args), device,
+                         progress=getattr(args, "progress", None))
     for name in models:
         if name in bindings:
             raise CommandError(f"--model {name}=...: {name!r} is also bound by --components "
@@ -317,8 +318,9 @@ def _model_device(args: argparse.Namespace):
 
 
 def load_models(specs, null_classes=(), dtype: Optional[str] = None,
-                device=None) -> Dict[str, object]:
-    """`compose.adapters.load` of each NAME=PATH_OR_ID, with --null-class and a half dtype."""
+                device=None, progress: Optional[bool] = None) -> Dict[str, object]:
+    """`compose.adapters.load` of each NAME=PATH_OR_ID, with --null-class and a half dtype;
+    loading bars follow --progress / --no-progress (None: on a terminal only)."""
     if not specs:
         if null_classes or dtype is not None:
             raise CommandError("--null-class and --dtype float16/bfloat16 apply to --model "
@@ -342,6 +344,8 @@ def load_models(specs, null_classes=(), dtype: Optional[str] = None,
         raise CommandError(f"--model needs diffusers: {error}") from None
     import torch
     options = {} if dtype is None else {"dtype": getattr(torch, dtype)}
+    if progress is not None:
+        options["progress"] = progress
     if device is not None:
         options["device"] = device
     models = {}

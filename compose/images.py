@@ -107,7 +107,8 @@ def decode(source, samples, output_type: str = "pt", batch_size: int = 16) -> Im
         output_type: "pt", "np" or "pil" (as diffusers names them).
         batch_size: samples per call of the decoder (a VAE's memory grows with it).
     Returns:
-        `Images`: the images, and how many values were outside [0, 1] before clipping.
+        `Images`: the images, and how many values were outside [0, 1] before clipping. For a
+        sample result, its ``diagnostics.clipped`` is set to the fraction clipped.
     """
     _check_output_type(output_type)
     x = getattr(samples, "samples", samples)
@@ -117,10 +118,24 @@ def decode(source, samples, output_type: str = "pt", batch_size: int = 16) -> Im
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: must be an integer ≥ 1, got {batch_size!r}")
     component = decoder_of(source)
+    _check_samples_shape(component, x)
     with torch.no_grad():
         parts = [component.decode(part).detach().cpu() for part in x.split(batch_size)]
     unit = torch.cat(parts) if parts else x.new_zeros((0,))
-    return postprocess(unit, output_type, decoder=getattr(component, "name", ""))
+    images = postprocess(unit, output_type, decoder=getattr(component, "name", ""))
+    diagnostics = getattr(samples, "diagnostics", None)
+    if diagnostics is not None and hasattr(diagnostics, "clipped"):
+        diagnostics.clipped = images.fraction_clipped        # the result's record of clipping
+    return images
+
+
+def _check_samples_shape(component, x: torch.Tensor) -> None:
+    """A ValueError unless x is (N, *event_shape) of the decoding component (when it declares
+    one): samples of another shape would be decoded into wrong images, or fail in the VAE."""
+    shape = getattr(component, "event_shape", None)
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"samples: {getattr(component, 'name', 'the decoder')} decodes samples of "
+                         f"shape (N, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
 
 
 def to_unit(x: torch.Tensor, value_range: Tuple[float, float] = PIXEL_RANGE) -> torch.Tensor:

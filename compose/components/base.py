@@ -39,7 +39,10 @@ class Component(nn.Module):
             raise ValueError(f"schedule: expected a compose.Schedule, got {type(schedule).__name__}")
         self.schedule = schedule
         self.name = name if name is not None else f"{self._default_prefix}{next(_names)}"
-        self.event_shape = None if event_shape is None else tuple(int(d) for d in event_shape)
+        if event_shape is not None:
+            from ..compiler.compilation import check_event_shape      # (the compiler imports us)
+            event_shape = check_event_shape(event_shape)
+        self.event_shape = event_shape
 
     _default_prefix = "p"
 

@@ -259,6 +259,11 @@ def _check_condition_names(condition_names) -> dict:
     return dict(condition_names)
 
 
+#: Each prediction with its article, for messages.
+_PREDICTION_NOUNS = {"epsilon": "an ε", "sample": "an x₀ (\"sample\")", "v": "a v",
+                     "score": "a score"}
+
+
 class ScoreModel(NetworkComponent):
     """A noise-prediction network: score −ε̂(x, t)/σ_t, no log-density (docs/algebra.md §2).
 
@@ -297,7 +302,7 @@ class ScoreModel(NetworkComponent):
             out = drop_learned_variance(out, x, self.name)
         if out.shape != x.shape:
             raise ValueError(f"{self.name}: network returned shape {tuple(out.shape)} for input "
-                             f"{tuple(x.shape)}; an {self.prediction} prediction must match the input"
+                             f"{tuple(x.shape)}; {_PREDICTION_NOUNS[self.prediction]} prediction must match the input"
                              + ("" if self.learned_variance or out.dim() != x.dim()
                                 or out.shape[1] != 2 * x.shape[1] else
                                 " (twice the channels: a learned variance? use "
