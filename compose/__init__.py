@@ -13,7 +13,8 @@ from .kernels import HMC, MALA, ULA, ChainState, Kernel, RandomWalkMH, StepInfo
 from .sampler import Adaptation, Diagnostics, SampleResult, sample
 from .schedule import Schedule
 from .kernels.stepsize import PowerLaw
-from . import images, presets
+from .smc import SMC
+from . import images, presets, smc
 
 __version__ = "0.1.0"
 
@@ -37,5 +38,5 @@ __all__ = [
     "UniformBox", "AnalyticComponent", "compile", "Target", "Evaluation", "parse",
     "CompositionError", "Expr", "Leaf", "Product", "Quotient", "Power", "Mixture", "Guidance",
     "Window", "Condition", "ULA", "MALA", "HMC", "RandomWalkMH", "Kernel", "ChainState", "StepInfo",
-    "sample", "SampleResult", "Diagnostics", "Adaptation", "PowerLaw",
+    "sample", "SampleResult", "Diagnostics", "Adaptation", "PowerLaw", "SMC",
 ]

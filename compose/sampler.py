@@ -5,6 +5,12 @@
         K kernel steps targeting π_t                       (skipped when K = 0 or no kernel)
         if reverse_step: ancestral step t → t − 1 with the composed score at π_t
 
+With ``smc=compose.SMC(...)`` the chains are the particles of sequential Monte Carlo
+(docs/smc.md): they start from N(0, I/Σw), each level first completes the Feynman–Kac weight of
+the step that arrived there (from the scores evaluated anyway) and resamples where the ESS is
+low, the K kernel steps then move the particles (resample-move), and every level ends with the
+reverse step; a final resampling returns equally weighted samples.
+
 With ``reverse_step=False`` (the paper's 2D experiment, as in R3) the result is the state at
 level 1; with ``reverse_step=True`` (its image experiments) it is at level 0. A kernel of None
 with ``reverse_step=True`` is the plain reverse process.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -29,6 +36,9 @@ from .compiler.plan import level_steps
 from .devices import available_device as _available_device
 from .kernels.base import ChainState, Kernel, check_generator, non_finite_error
 from .progress import progress_bar, wants_progress
+from .smc.options import SMC
+from .smc.system import ParticleSystem, SMCLevelDiagnostics, SMCState, level_diagnostics
+from .smc.weights import FeynmanKac
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class LevelDiagnostics:
 
     Acceptance is NaN where there is none: a level without kernel steps (the reverse process)
     and an unadjusted kernel (ULA, U-HMC), whose moves are never rejected. Text shows it as —.
+    `smc`: the particle system's numbers at this level (`SMCLevelDiagnostics`) in an SMC run.
     """
 
     level: int
@@ -87,6 +98,7 @@ class LevelDiagnostics:
     evaluations: Dict[str, float]
     seconds: float
     acceptance_quantiles: Dict[str, float] = field(default_factory=dict)
+    smc: Optional[SMCLevelDiagnostics] = None
     #: Accepted moves of each chain at this level, shape (N,), left on the chains' device (no
     #: host read); None without an acceptance. Not a dataclass field, so asdict(), JSON and
     #: checkpoints hold numbers only; `Diagnostics.chain_acceptance()` reads them.
@@ -128,6 +140,31 @@ class Diagnostics:
                 out[label] = out.get(label, 0.0) + count
         return out
 
+    @property
+    def smc(self) -> bool:
+        """Whether this was an SMC run (`compose.SMC`)."""
+        return any(d.smc is not None for d in self.levels)
+
+    @property
+    def log_normaliser(self) -> float:
+        """log Ẑ: the SMC estimate of log ∫ π, π the product of the components' normalised
+        densities raised to their weights (docs/smc.md); NaN for a run without SMC."""
+        parts = [d.smc.log_normaliser_increment for d in self.levels if d.smc is not None]
+        return math.fsum(parts) if parts else math.nan
+
+    def ess(self) -> List[float]:
+        """The effective sample size at each level before resampling (SMC runs; T first)."""
+        return [d.smc.ess for d in self.levels if d.smc is not None]
+
+    def smc_table(self, max_rows: Optional[int] = 20) -> str:
+        """Per level of an SMC run: ESS before resampling, whether it resampled, the distinct
+        ancestors and the log-normaliser increment."""
+        header = ("level", "ESS", "resampled", "ancestors", "log Ẑ increment")
+        rows = [(str(d.level), f"{d.smc.ess:.1f}", "yes" if d.smc.resampled else "no",
+                 str(d.smc.ancestors), f"{d.smc.log_normaliser_increment:.4g}")
+                for d in self.levels if d.smc is not None]
+        return _format_table(header, rows, max_rows)
+
     def mean_acceptance(self) -> float:
         rates = [d.acceptance for d in self.levels if d.steps > 0 and not math.isnan(d.acceptance)]
         return sum(rates) / len(rates) if rates else math.nan
@@ -166,24 +203,9 @@ class Diagnostics:
         and 90% quantiles across chains), mean |Δ|, divergences, evaluations per sample and
         seconds. With more than `max_rows` levels, the first and last halves are shown around
         a line saying how many were left out (None shows all). Acceptance — means none."""
-        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int)
-                                     or max_rows < 2):
-            raise ValueError(f"max_rows: must be an integer ≥ 2 or None, got {max_rows!r}")
         header = ("level", "steps", "step size", "accept", "q10", "median", "q90", "mean |Δ|",
                   "div.", "evals/sample", "seconds")
-        rows = [_table_row(d) for d in self.levels]
-        shown: List[Optional[tuple]] = list(rows)
-        if max_rows is not None and len(rows) > max_rows:
-            head = (max_rows + 1) // 2
-            shown = rows[:head] + [None] + rows[len(rows) - (max_rows - head):]
-        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-        line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths)).rstrip()
-        out = [line(header)]
-        for row in shown:
-            out.append(line(row) if row is not None else
-                       f"  … {_count(len(rows) - max_rows, 'level')} not shown (table(max_rows=None) "
-                       "shows all)")
-        return "\n".join(out)
+        return _format_table(header, [_table_row(d) for d in self.levels], max_rows)
 
     def summary(self, max_rows: Optional[int] = 20) -> str:
         """The run in a few lines (sampler, chains, acceptance with its spread over levels,
@@ -205,7 +227,37 @@ class Diagnostics:
                  f"time {self.seconds:.2f} s"]
         if self.clipped is not None:
             lines.append(f"clipped to the data range: {self.clipped:.2%} of values")
-        return "\n".join(lines + ["", self.table(max_rows)])
+        if self.smc:
+            levels = [d for d in self.levels if d.smc is not None]
+            final = levels[-1].smc.final_ess
+            lines.append(f"SMC: log Ẑ {self.log_normaliser:.4g}, resampled at "
+                         f"{_count(sum(d.smc.resampled for d in levels), 'level')}, smallest ESS "
+                         f"{min(d.smc.ess for d in levels):.1f} of {self.num_samples}"
+                         + ("" if final is None else f", final ESS {final:.1f}"))
+        out = lines + ["", self.table(max_rows)]
+        if self.smc:
+            out += ["", self.smc_table(max_rows)]
+        return "\n".join(out)
+
+
+def _format_table(header: tuple, rows: List[tuple], max_rows: Optional[int]) -> str:
+    """Right-aligned columns; with more than `max_rows` rows, the first and last halves around
+    a line saying how many were left out."""
+    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int)
+                                 or max_rows < 2):
+        raise ValueError(f"max_rows: must be an integer ≥ 2 or None, got {max_rows!r}")
+    shown: List[Optional[tuple]] = list(rows)
+    if max_rows is not None and len(rows) > max_rows:
+        head = (max_rows + 1) // 2
+        shown = rows[:head] + [None] + rows[len(rows) - (max_rows - head):]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths)).rstrip()
+    out = [line(header)]
+    for row in shown:
+        out.append(line(row) if row is not None else
+                   f"  … {_count(len(rows) - max_rows, 'level')} not shown (table(max_rows=None) "
+                   "shows all)")
+    return "\n".join(out)
 
 
 def format_rate(value: Optional[float], digits: int = 3) -> str:
@@ -240,21 +292,28 @@ class SampleResult:
 
     samples: torch.Tensor
     diagnostics: Diagnostics
+    #: With ``SMC(return_weighted=True)``: the particles' normalised log-weights, shape (N,)
+    #: (float64, logsumexp 0); None otherwise (the samples are then equally weighted).
+    log_weights: Optional[torch.Tensor] = None
 
     def __repr__(self) -> str:
         x, d = self.samples, self.diagnostics
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else "?"
         where = f"{str(x.dtype).replace('torch.', '')} on {x.device}" if isinstance(x, torch.Tensor) else ""
-        return (f"SampleResult(samples {shape} {where}, {d.sampler}, {_count(len(d.levels), 'level')}, "
-                f"acceptance {format_rate(d.mean_acceptance())}, divergences {d.divergences})")
+        smc = "" if not d.smc else f", log Ẑ {d.log_normaliser:.4g}"
+        weighted = "" if self.log_weights is None else ", weighted"
+        return (f"SampleResult(samples {shape} {where}{weighted}, {d.sampler}, "
+                f"{_count(len(d.levels), 'level')}, "
+                f"acceptance {format_rate(d.mean_acceptance())}, divergences {d.divergences}{smc})")
 
 
 def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per_level=10,
-           reverse_step: bool = False, generator: Optional[torch.Generator] = None, *,
+           reverse_step: Optional[bool] = None, generator: Optional[torch.Generator] = None, *,
            initial: Optional[torch.Tensor] = None, event_shape: Optional[Sequence[int]] = None,
-           device=None, dtype: torch.dtype = torch.float32, variance: str = "small",
+           device=None, dtype: torch.dtype = torch.float32, variance: Optional[str] = None,
            adaptation: Optional[Adaptation] = None, progress: Optional[bool] = None,
-           callback: Optional[Callable[[dict], None]] = None) -> SampleResult:
+           callback: Optional[Callable[[dict], None]] = None,
+           smc: Optional[SMC] = None) -> SampleResult:
     """Annealed MCMC along the schedule of `target`.
 
     Args:
@@ -263,40 +322,76 @@ def sample(target: Target, kernel: Optional[Kernel], num_samples: int, steps_per
         num_samples: number of independent chains N.
         steps_per_level: K kernel steps at each level, or a sequence of T counts (entry t − 1
             for level t; a level with 0 steps is skipped), e.g. `compose.presets.end_loaded_steps`.
-        reverse_step: take the ancestral step t → t − 1 after the kernel steps at t.
+        reverse_step: take the ancestral step t → t − 1 after the kernel steps at t (default
+            False; always taken with `smc`, which needs it).
         generator: the only source of randomness (on the device of the samples).
         initial: starting batch at level T (default x ~ N(0, I)).
         event_shape: shape of one sample, when no component declares it.
-        variance: "small" (β̃_t) or "large" (β_t) reverse-step noise.
+        variance: "small" (β̃_t) or "large" (β_t) reverse-step noise; default "small", and
+            "large" with `smc` (the noise of the reverse SDE the weights are derived for).
         adaptation: keep each level's acceptance in a band during warm-up (`Adaptation`).
         progress: a tqdm bar over levels: True shows it, False hides it, None (default) shows
             it only when stderr is a terminal.
         callback: called after each level with {"level", "x", "diagnostics"}.
+        smc: a `compose.SMC`: sequential Monte Carlo with Feynman–Kac weights (docs/smc.md); the
+            kernel (or None, the weighted reverse process) moves the particles at each level.
     Returns:
-        SampleResult(samples, diagnostics).
+        SampleResult(samples, diagnostics), with `log_weights` for ``SMC(return_weighted=True)``.
     """
+    reverse_step, variance = _smc_defaults(smc, reverse_step, variance)
     counts = _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation,
                               generator)
     wants_progress(progress)
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
         raise ValueError(f"num_samples: must be an integer ≥ 1, got {num_samples!r}")
 
-    x = _initial_batch(target, num_samples, initial, event_shape, device, dtype, generator)
-    name = _sampler_name(kernel, sum(counts), reverse_step)
+    start = None
+    if smc is not None:
+        if initial is not None:
+            raise ValueError("initial: an SMC run starts its particles from N(0, I/Σw) itself; "
+                             "pass initial=None (or use compose.anneal with smc_state)")
+        start = smc.start(target.schedule)
+        shape = _event_shape(target, event_shape)
+        _check_dtype(dtype)
+        x = FeynmanKac(target, shape).start(num_samples, generator, _device(device, generator), dtype)
+    else:
+        x = _initial_batch(target, num_samples, initial, event_shape, device, dtype, generator)
+    name = _sampler_name(kernel, sum(counts), reverse_step) + (" + SMC" if smc is not None else "")
     diagnostics = Diagnostics(name, num_samples)
-    bar = progress_bar(target.schedule.T, name, progress, unit="level")
+    levels = start if start is not None else target.schedule.T
+    bar = progress_bar(levels, name, progress, unit="level")
+    log_weights = None
     try:
         for step in anneal(target, kernel, x, steps_per_level, reverse_step, generator,
-                           variance=variance, adaptation=adaptation):
+                           start=start, variance=variance, adaptation=adaptation, smc=smc):
             x = step.x
             diagnostics.levels.append(step.diagnostics)
             if callback is not None:
                 callback({"level": step.level, "x": x, "diagnostics": step.diagnostics})
             bar.update(1)
-            bar.set_postfix(acc=format_rate(step.diagnostics.acceptance, 2))
+            if smc is None:
+                bar.set_postfix(acc=format_rate(step.diagnostics.acceptance, 2))
+            else:
+                bar.set_postfix(ess=f"{step.diagnostics.smc.ess:.0f}")
+            if step.smc_state is not None and smc.return_weighted:
+                log_weights = step.smc_state.log_weights
     finally:
         bar.close()
-    return SampleResult(x, diagnostics)
+    return SampleResult(x, diagnostics, log_weights)
+
+
+def _smc_defaults(smc, reverse_step, variance) -> Tuple[bool, str]:
+    """reverse_step and variance after their defaults: with `smc`, the reverse step is taken
+    (an explicit False is refused) and the variance is "large" unless given."""
+    if smc is not None and not isinstance(smc, SMC):
+        raise ValueError(f"smc: expected a compose.SMC(...) or None, got {type(smc).__name__}")
+    if smc is not None:
+        if reverse_step is not None and reverse_step is not True:
+            raise ValueError("reverse_step: SMC ends every level with the reverse step (its weights "
+                             f"are derived for it); leave reverse_step unset or True, got {reverse_step!r}")
+        return True, "large" if variance is None else variance
+    return reverse_step if reverse_step is not None else False, \
+        "small" if variance is None else variance
 
 
 @dataclass
@@ -309,12 +404,16 @@ class AnnealStep:
     x: torch.Tensor
     multiplier: float
     diagnostics: LevelDiagnostics
+    #: In an SMC run, the particle system after this level (weights, normaliser, the pending
+    #: step), which `anneal(..., smc_state=)` continues from; None otherwise.
+    smc_state: Optional[SMCState] = None
 
 
 def anneal(target: Target, kernel: Optional[Kernel], x: torch.Tensor, steps_per_level=10,
-           reverse_step: bool = False, generator: Optional[torch.Generator] = None, *,
-           start: Optional[int] = None, multiplier: float = 1.0, variance: str = "small",
-           adaptation: Optional[Adaptation] = None) -> Iterator[AnnealStep]:
+           reverse_step: Optional[bool] = None, generator: Optional[torch.Generator] = None, *,
+           start: Optional[int] = None, multiplier: float = 1.0, variance: Optional[str] = None,
+           adaptation: Optional[Adaptation] = None, smc: Optional[SMC] = None,
+           smc_state: Optional[SMCState] = None) -> Iterator[AnnealStep]:
     """The levels of `sample` one at a time: from chains `x` at level `start` (default T), run
     levels start, start − 1, …, 1, yielding an `AnnealStep` after each.
 
@@ -323,7 +422,16 @@ def anneal(target: Target, kernel: Optional[Kernel], x: torch.Tensor, steps_per_
     run stopped after the step of level t continues exactly, bit for bit, with
     ``anneal(..., step.x, start=t − 1, multiplier=step.multiplier)`` and the generator in the
     state it had then (`torch.Generator.get_state` / `set_state`).
+
+    With `smc` the chains are particles (`compose.sample` draws them from N(0, I/Σw)); an SMC
+    run also carries its `step.smc_state`, passed back as ``smc_state=`` to continue it (None:
+    a fresh system with equal weights at `start`).
     """
+    reverse_step, variance = _smc_defaults(smc, reverse_step, variance)
+    if smc_state is not None and smc is None:
+        raise ValueError("smc_state: continuing a particle system needs its smc=compose.SMC(...)")
+    if smc_state is not None and not isinstance(smc_state, SMCState):
+        raise ValueError(f"smc_state: expected the SMCState of an AnnealStep, got {type(smc_state).__name__}")
     _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation, generator)
     start = target.T if start is None else target.schedule.check_level(start, "start")
     target._check(x, start, "x")
@@ -332,35 +440,63 @@ def anneal(target: Target, kernel: Optional[Kernel], x: torch.Tensor, steps_per_
     if isinstance(multiplier, bool) or not isinstance(multiplier, numbers.Real) \
             or not math.isfinite(multiplier) or multiplier <= 0:
         raise ValueError(f"multiplier: must be a finite number > 0, got {multiplier!r}")
+    system = None
+    if smc is not None:
+        system = ParticleSystem(target, smc, FeynmanKac(target, x.shape[1:]), generator)
+        if smc_state is None:
+            smc_state = SMCState.fresh(x.shape[0], system.fk, x.device)
+        elif smc_state.log_weights.shape != (x.shape[0],):
+            raise ValueError(f"smc_state: it holds {tuple(smc_state.log_weights.shape)} log-weights "
+                             f"for {x.shape[0]} particles")
     return _levels(target, kernel, x, steps_per_level, reverse_step, generator, start,
-                   float(multiplier), variance, adaptation)
+                   float(multiplier), variance, adaptation, system, smc_state)
 
 
 def _levels(target, kernel, x, steps_per_level, reverse_step, generator, start, multiplier,
-            variance, adaptation) -> Iterator[AnnealStep]:
+            variance, adaptation, system=None, smc_state=None) -> Iterator[AnnealStep]:
     schedule = target.schedule
     step_sizes = kernel.step_sizes(target) if kernel is not None else None
     num_samples = x.shape[0]
     counts = level_steps(steps_per_level, target.T)
     for t in range(start, 0, -1):
         begin, before = time.perf_counter(), target.counter.snapshot()
-        state, totals, step_size = ChainState(x), None, None
+        state, totals, step_size, smc_stats = ChainState(x), None, None, None
         steps = counts[t - 1] if kernel is not None else 0
-        if steps > 0:
-            state = kernel.init(target, x, t, generator)
+        # In an SMC run every evaluation of the level also gives Σ w_i ‖s_i‖² (no extra call).
+        with target.square_norms() if system is not None else nullcontext():
+            if steps > 0:
+                state = kernel.init(target, x, t, generator)
+            if system is not None:
+                if state.evaluation is None:       # reused by the first step, or the reverse step
+                    state.evaluation = target.evaluate(state.x, t)
+                smc_state, ancestors, smc_stats = system.arrive(smc_state, state.evaluation, t)
+                state = _gather(state, ancestors)
             for k in range(steps):
                 step_size = multiplier * step_sizes[t - 1]
                 state, info = kernel.step(target, state, t, step_size, generator)
                 totals = _accumulate(totals, info)
                 if adaptation is not None and k < adaptation.warmup_steps:
                     multiplier = adaptation.update(multiplier, info.accepted.float().mean().item())
-        x = state.x
-        if reverse_step:
-            score = state.evaluation.score if state.evaluation is not None else target.score(x, t)
-            x = schedule.reverse_step(x, score, t, generator, variance)
+            x = state.x
+            if reverse_step:
+                evaluation = state.evaluation if state.evaluation is not None else target.evaluate(x, t)
+                if system is not None:
+                    smc_state = system.depart(smc_state, evaluation, t)
+                x = schedule.reverse_step(x, evaluation.score, t, generator, variance)
+                if system is not None and t == 1:
+                    smc_state, x, final = system.finish(smc_state, x)
+                    smc_stats.update(final)
         level = _level_diagnostics(t, step_size, steps, totals, x,
-                                   before, target, num_samples, time.perf_counter() - begin)
-        yield AnnealStep(t, x, multiplier, level)
+                                   before, target, num_samples, time.perf_counter() - begin,
+                                   smc_stats)
+        yield AnnealStep(t, x, multiplier, level, smc_state)
+
+
+def _gather(state: ChainState, index: torch.Tensor) -> ChainState:
+    """The chains `index` of the state (resampling's copies): position, evaluation, momentum."""
+    return ChainState(state.x.index_select(0, index),
+                      None if state.evaluation is None else state.evaluation.gather(index),
+                      None if state.momentum is None else state.momentum.index_select(0, index))
 
 
 def _check_arguments(target, kernel, steps_per_level, reverse_step, variance, adaptation,
@@ -383,11 +519,39 @@ def _check_arguments(target, kernel, steps_per_level, reverse_step, variance, ad
     return counts
 
 
-def _initial_batch(target, n, initial, event_shape, device, dtype, generator) -> torch.Tensor:
-    """The chains at level T: `initial` (checked), or x ~ N(0, I) drawn with `generator`."""
+def _check_dtype(dtype) -> None:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype: must be a real floating-point torch.dtype (torch.float32, "
                          f"torch.float64, ...), got {dtype!r}")
+
+
+def _event_shape(target, event_shape) -> Tuple[int, ...]:
+    """The shape of one sample: the components' own, or `event_shape` (which must agree)."""
+    if event_shape is not None:
+        event_shape = check_event_shape(event_shape)
+    shape = target.event_shape if target.event_shape is not None else event_shape
+    if shape is None:
+        raise ValueError("event_shape: no component declares its sample shape; pass event_shape=(…)")
+    if event_shape is not None and tuple(event_shape) != tuple(shape):
+        raise ValueError(f"event_shape: {tuple(event_shape)} differs from the components' {tuple(shape)}")
+    return tuple(shape)
+
+
+def _device(device, generator):
+    """The chains' device: `device` (available, and the generator's), else the generator's."""
+    if device is not None:
+        device = _available_device(device)
+        if generator is not None and device.type != generator.device.type:
+            raise ValueError(f"generator: it lives on {generator.device}, but device={str(device)!r}; "
+                             f"create it there, torch.Generator(device={device.type!r})")
+    if device is None and generator is not None:
+        device = generator.device
+    return device
+
+
+def _initial_batch(target, n, initial, event_shape, device, dtype, generator) -> torch.Tensor:
+    """The chains at level T: `initial` (checked), or x ~ N(0, I) drawn with `generator`."""
+    _check_dtype(dtype)
     if initial is not None:
         if not isinstance(initial, torch.Tensor) or initial.dim() < 1 or initial.shape[0] != n:
             raise ValueError(f"initial: expected a tensor with {n} rows, got "
@@ -402,21 +566,9 @@ def _initial_batch(target, n, initial, event_shape, device, dtype, generator) ->
         if not initial.is_meta and not bool(torch.isfinite(initial).all()):
             raise ValueError("initial: the starting batch has non-finite entries")
         return initial
-    if event_shape is not None:
-        event_shape = check_event_shape(event_shape)
-    shape = target.event_shape if target.event_shape is not None else event_shape
-    if shape is None:
-        raise ValueError("event_shape: no component declares its sample shape; pass event_shape=(…)")
-    if event_shape is not None and tuple(event_shape) != tuple(shape):
-        raise ValueError(f"event_shape: {tuple(event_shape)} differs from the components' {tuple(shape)}")
-    if device is not None:
-        device = _available_device(device)
-        if generator is not None and device.type != generator.device.type:
-            raise ValueError(f"generator: it lives on {generator.device}, but device={str(device)!r}; "
-                             f"create it there, torch.Generator(device={device.type!r})")
-    if device is None and generator is not None:
-        device = generator.device
-    return torch.randn((n,) + tuple(shape), generator=generator, device=device, dtype=dtype)
+    shape = _event_shape(target, event_shape)
+    device = _device(device, generator)
+    return torch.randn((n,) + shape, generator=generator, device=device, dtype=dtype)
 
 
 def _accumulate(totals, info):
@@ -448,9 +600,11 @@ def _chain_quantiles(accepted: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _level_diagnostics(t, step_size, steps, totals, x, before, target, n, seconds) -> LevelDiagnostics:
+def _level_diagnostics(t, step_size, steps, totals, x, before, target, n, seconds,
+                       smc_stats=None) -> LevelDiagnostics:
     # The one host synchronisation of the level: the step totals, the quantiles of the
-    # per-chain acceptance and whether x stayed finite (the per-chain counts stay on the device).
+    # per-chain acceptance, whether x stayed finite (the per-chain counts stay on the device),
+    # and in an SMC run the particle system's numbers.
     all_finite = torch.isfinite(x).all().to(torch.float64).reshape(1)
     if totals is None:
         sums, chains, adjusted = torch.zeros(5, dtype=torch.float64, device=all_finite.device), None, False
@@ -458,10 +612,19 @@ def _level_diagnostics(t, step_size, steps, totals, x, before, target, n, second
         sums, chains, adjusted = totals
     quantiles = (_chain_quantiles(chains, steps) if adjusted and steps
                  else torch.zeros(0, dtype=torch.float64, device=all_finite.device))
-    accepted, divergent, abs_delta, finite, moves, x_finite, *spread = \
-        torch.cat([sums, all_finite, quantiles]).tolist()
+    names = list(smc_stats) if smc_stats else []
+    particles = [smc_stats[k].to(torch.float64).reshape(1) for k in names]
+    values = torch.cat([sums, all_finite] + particles + [quantiles]).tolist()
+    accepted, divergent, abs_delta, finite, moves, x_finite = values[:6]
+    read = dict(zip(names, values[6:6 + len(names)]))
+    spread = values[6 + len(names):]
     if not x_finite:
         raise non_finite_error(t)
+    if read.get("zero") or read.get("final_zero"):
+        raise FloatingPointError(
+            f"level {t}: every particle's Feynman–Kac weight is zero (log-weights −inf or NaN): "
+            "the weight increments were not finite; check the components' scores at this level, "
+            "or resample more often (ess_threshold) and take more levels")
     after = target.counter.snapshot()
     evaluations = {k: (after.get(k, 0) - before.get(k, 0)) / n for k in after}
     level = LevelDiagnostics(
@@ -473,6 +636,8 @@ def _level_diagnostics(t, step_size, steps, totals, x, before, target, n, second
                               else {k: math.nan for k in ACCEPTANCE_QUANTILES}))
     if adjusted and steps:  # kept compact: a byte per chain and level while steps < 256
         level.chain_accepted = chains.to(torch.uint8) if steps < 256 else chains
+    if smc_stats:
+        level.smc = level_diagnostics(read)
     return level
 
 

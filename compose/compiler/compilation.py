@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import List, Optional, Sequence, Tuple
 
 from .. import windows
+from ..components.base import check_event_shape
 from ..errors import CompositionError, UnknownKeywordError
 from ..expr import Expr, Guidance, Leaf, Window, as_expr, short
 from ..language import parse
@@ -153,24 +154,6 @@ def _canvas(expr: Expr, event_shape: Optional[Sequence[int]]) -> Optional[Tuple[
                                "pass event_shape=(...) to compose.compile (--event-shape "
                                "on the command line)")
     return canvas
-
-
-def check_event_shape(shape, name: str = "event_shape") -> Tuple[int, ...]:
-    """`shape` (a tuple, list or torch.Size of integer sizes ≥ 1) as a tuple of ints, or a
-    ValueError naming `name`: strings, floats and bools are not sizes."""
-    items = None
-    if not isinstance(shape, (str, bytes)):
-        try:
-            items = tuple(shape)
-        except TypeError:
-            pass
-    if items is None or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool)
-                                for d in items):
-        raise ValueError(f"{name}: expected a tuple of integer sizes, e.g. (1, 8, 24), got {shape!r}")
-    sizes = tuple(int(d) for d in items)
-    if not sizes or any(d < 1 for d in sizes):
-        raise ValueError(f"{name}: sizes must be ≥ 1, got {sizes}")
-    return sizes
 
 
 def _check_coverage(terms: List[Term], canvas: Tuple[int, ...]) -> None:

@@ -26,6 +26,7 @@ training level τ_i (`component_level`).
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -36,7 +37,7 @@ from ..expr import Expr
 from ..schedule import Schedule
 from . import quadrature
 from .plan import Plan
-from .terms import MixtureDensity, Term
+from .terms import MixtureDensity, Term, term_key
 
 PATHS = ("line", "curve")
 
@@ -85,11 +86,28 @@ class Evaluation:
 
     score: ∇ log π, shape (N, *event). implicit_score: the score-only part (None if there is
     none). log_density: the exact part of log π, shape (N,) (None if there is none).
+    weighted_square_norm: Σ_i w_i ‖s_i‖² over the terms, shape (N,), with guidance's cross
+    terms (docs/smc.md); only inside `Target.square_norms()`, otherwise None.
     """
 
     score: torch.Tensor
     implicit_score: Optional[torch.Tensor] = None
     log_density: Optional[torch.Tensor] = None
+    weighted_square_norm: Optional[torch.Tensor] = None
+
+    def excess(self) -> torch.Tensor:
+        """‖S‖² − Σ_i w_i ‖s_i‖² per chain, shape (N,): what the Feynman–Kac rate integrates."""
+        if self.weighted_square_norm is None:
+            raise ValueError("this evaluation holds no square norms: evaluate inside "
+                             "target.square_norms()")
+        return self.score.pow(2).flatten(1).sum(1) - self.weighted_square_norm
+
+    def gather(self, index: torch.Tensor) -> "Evaluation":
+        """The evaluation of the chains `index` (shape (N',)), as resampling copies them."""
+        def pick(a):
+            return None if a is None else a.index_select(0, index)
+        return Evaluation(pick(self.score), pick(self.implicit_score), pick(self.log_density),
+                          pick(self.weighted_square_norm))
 
     def where(self, mask: torch.Tensor, other: "Evaluation") -> "Evaluation":
         """Per chain: this evaluation where `mask` (shape (N,)) holds, else `other`."""
@@ -99,7 +117,8 @@ class Evaluation:
             m = mask.reshape((-1,) + (1,) * (a.dim() - 1))
             return torch.where(m, a, b)
         return Evaluation(pick(self.score, other.score), pick(self.implicit_score, other.implicit_score),
-                          pick(self.log_density, other.log_density))
+                          pick(self.log_density, other.log_density),
+                          pick(self.weighted_square_norm, other.weighted_square_norm))
 
 
 # -- network calls ----------------------------------------------------------------------------
@@ -152,14 +171,14 @@ class Call:
                           for term in self.terms])
 
     def outputs(self, values: torch.Tensor, x: torch.Tensor, log_density: bool = False):
-        """Per term, (weight, its rows of `values`): log-densities as they are, scores
-        scattered back onto the canvas of x."""
+        """Per term, (term, its rows of `values`): log-densities as they are, scores scattered
+        back onto the canvas of x."""
         n = x.shape[0]
         for i, term in enumerate(self.terms):
             part = values[i * n:(i + 1) * n] if len(self.terms) > 1 else values
             if term.window is not None and not log_density:
                 part = windows.scatter(part, term.window, x.shape[1:])
-            yield term.weight, part
+            yield term, part
 
 
 def _calls(terms: List[Term]) -> List[Call]:
@@ -186,6 +205,41 @@ def _calls(terms: List[Term]) -> List[Call]:
 
 def _add(total: Optional[torch.Tensor], value: torch.Tensor) -> torch.Tensor:
     return value if total is None else total + value
+
+
+def _square_norm(score: torch.Tensor) -> torch.Tensor:
+    return score.pow(2).flatten(1).sum(1)
+
+
+class SquareNorms:
+    """Σ_i w_i ‖s_i‖² of one evaluation, term by term, with the cross terms of guidance: a
+    classifier term of weight λ guiding E adds 2 λ s_E · g (g its score) to λ‖g‖²
+    (`Term.guided`; docs/smc.md). Only the scores of guided expressions are kept."""
+
+    def __init__(self, terms: List[Term]):
+        self.needed = {key for term in terms for key, _ in term.guided}
+        self.total: Optional[torch.Tensor] = None
+        self.kept: Dict[Tuple, torch.Tensor] = {}
+        self.classifiers: List[Tuple[Term, torch.Tensor]] = []
+
+    def add(self, term: Term, score: torch.Tensor) -> None:
+        """One term's unweighted score on the canvas."""
+        self.total = _add(self.total, term.weight * _square_norm(score))
+        key = term_key(term)
+        if key in self.needed:
+            self.kept[key] = score
+        if term.guided:
+            self.classifiers.append((term, score))
+
+    def result(self) -> Optional[torch.Tensor]:
+        total = self.total
+        for term, g in self.classifiers:
+            for key, weight in term.guided:
+                if key not in self.kept:
+                    raise ValueError(f"'{term.label}': the expression it guides has no terms left "
+                                     "after merging, so the Feynman–Kac weights cannot be formed")
+                total = total + 2.0 * weight * (self.kept[key] * g).flatten(1).sum(1)
+        return total
 
 
 
@@ -216,6 +270,7 @@ class Target:
         self.component_levels = None if component_levels is None else [int(t) for t in component_levels]
         self.counter = EvaluationCounter()
         self.largest_weight = _largest_weight(terms)
+        self._square_norms = False
 
     @property
     def T(self) -> int:
@@ -273,26 +328,33 @@ class Target:
             score = windows.scatter(score, term.window, x.shape[1:])
         return log_p, score
 
-    def _exact(self, x: torch.Tensor, t: int):
-        """(Σ w_i log p^i, Σ w_i s^i) over the exact terms, one call per `Call`."""
+    def _exact(self, x: torch.Tensor, t: int, norms: Optional[SquareNorms] = None):
+        """(Σ w_i log p^i, Σ w_i s^i) over the exact terms, one call per `Call`; each term's
+        score into `norms` when given."""
         log_density, score = None, None
         for call in self.exact_calls:
             if isinstance(call.source, MixtureDensity):
                 (term,) = call.terms
                 lp, s = self._exact_term(term, x, t)
                 log_density, score = _add(log_density, term.weight * lp), _add(score, term.weight * s)
+                if norms is not None:
+                    norms.add(term, s)
                 continue
             call.count(self.counter, x.shape[0])
             lp, s = self._exact_source(call.terms[0], call.inputs(x), t)
-            for weight, part in call.outputs(lp, x, log_density=True):
-                log_density = _add(log_density, weight * part)
-            for weight, part in call.outputs(s, x):
-                score = _add(score, weight * part)
+            for term, part in call.outputs(lp, x, log_density=True):
+                log_density = _add(log_density, term.weight * part)
+            for term, part in call.outputs(s, x):
+                score = _add(score, term.weight * part)
+                if norms is not None:
+                    norms.add(term, part)
         return log_density, score
 
-    def _implicit(self, x: torch.Tensor, t: int, rows: Optional[int] = None) -> Optional[torch.Tensor]:
+    def _implicit(self, x: torch.Tensor, t: int, rows: Optional[int] = None,
+                  norms: Optional[SquareNorms] = None) -> Optional[torch.Tensor]:
         """Σ w_i s^i over score-only terms: one call per `Call` (windows or conditions stacked)
-        for every chunk of `chains_per_call` chains (default: all of x)."""
+        for every chunk of `chains_per_call` chains (default: all of x); each term's score into
+        `norms` when given."""
         if not self.implicit_calls:
             return None
         n = x.shape[0]
@@ -306,9 +368,11 @@ class Target:
                 for chunk in chunks:
                     call.count(self.counter, chunk.shape[0])
                     parts.append(list(call.outputs(call.evaluate(call.inputs(chunk), t), chunk)))
-                for i, (weight, _) in enumerate(parts[0]):
+                for i, (term, _) in enumerate(parts[0]):
                     part = parts[0][i][1] if len(parts) == 1 else torch.cat([p[i][1] for p in parts])
-                    total = _add(total, weight * part)
+                    total = _add(total, term.weight * part)
+                    if norms is not None:
+                        norms.add(term, part)
         return total
 
     def chains_per_call(self, stacked: int, rows: int) -> int:
@@ -329,14 +393,27 @@ class Target:
         return chains if torch.device(device).type == "cpu" else None
 
     def evaluate(self, x: torch.Tensor, t: int) -> Evaluation:
-        """Score, score-only part and exact log-density part at a batch x, level t."""
+        """Score, score-only part and exact log-density part at a batch x, level t; inside
+        `square_norms()` also Σ_i w_i ‖s_i‖² (no extra network call)."""
         t = self.component_level(self._check(x, t))
-        log_density, score = self._exact(x, t)
-        implicit = self._implicit(x, t)
+        norms = SquareNorms(self.terms) if self._square_norms else None
+        log_density, score = self._exact(x, t, norms)
+        implicit = self._implicit(x, t, norms=norms)
         if implicit is not None:
             score = implicit if score is None else score + implicit
         self._guard_overflow(score, log_density)
-        return Evaluation(score, implicit, log_density)
+        return Evaluation(score, implicit, log_density, None if norms is None else norms.result())
+
+    @contextmanager
+    def square_norms(self):
+        """Within this block every `evaluate` also returns Σ_i w_i ‖s_i‖²
+        (`Evaluation.weighted_square_norm`), from the scores it computes anyway: what the
+        Feynman–Kac weights of `compose.SMC` need (docs/smc.md)."""
+        previous, self._square_norms = self._square_norms, True
+        try:
+            yield self
+        finally:
+            self._square_norms = previous
 
     def _guard_overflow(self, *values: Optional[torch.Tensor]) -> None:
         """Raise where a weight large enough to overflow the dtype made a value non-finite.

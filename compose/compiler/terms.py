@@ -37,6 +37,10 @@ class Term:
         conditions: passed to the component's network.
         method: "analytic", "energy", "classifier", "mixture" (exact) or "score" (integrated).
         window: the box of the canvas the term sees (docs/windows.md), None for the whole.
+        guided: for a classifier term of weight λ guiding an expression E, the pairs
+            (`term_key`, λ · weight in E) of E's terms, so that Σ c_j s_j = λ s_E: the
+            Feynman–Kac weights need the cross term 2 λ s_E · ∇ log c (docs/smc.md). Repeats of
+            one classifier term merge by adding their pairs.
     """
 
     label: str
@@ -45,10 +49,20 @@ class Term:
     conditions: Tuple = ()
     method: str = "score"
     window: Optional[windows.Box] = None
+    guided: Tuple = ()
 
     @property
     def exact(self) -> bool:
         return self.method != "score"
+
+
+def term_key(term: Term) -> Tuple:
+    """What makes two terms the same density: (component, conditions, window), or for a mixture
+    its expression and the window it is seen through; `merge` adds the weights of equal keys."""
+    source = term.source
+    if isinstance(source, MixtureDensity) and source.expr is not None:
+        return ("mixture", source.expr, source.view)
+    return (id(source), term.conditions, term.window)
 
 
 class MixtureDensity:
@@ -119,8 +133,10 @@ def flatten(expr: Expr, weight: float = 1.0, view: Optional[windows.Box] = None,
         elif isinstance(node, Power):
             stack.append((node.base, _weight(w, node.exponent, node), box))
         elif isinstance(node, Guidance):
+            guided = _guided(node.expr, box, canvas)
             for condition in reversed(node.conditions):
-                stack.append(_classifier_term(condition, _weight(w, node.scale, node), box, canvas))
+                stack.append(_classifier_term(condition, _weight(w, node.scale, node), box, canvas,
+                                              guided))
             stack.append((node.expr, w, box))
         elif isinstance(node, Mixture):
             seen = "" if box is None or box == windows.full_box(canvas) else windows.label_box(box, canvas)
@@ -184,7 +200,16 @@ def _leaf_term(leaf: Leaf, weight: float, view, canvas) -> Term:
     return Term(label, weight, component, leaf.conditions, method, window)
 
 
-def _classifier_term(condition: Condition, weight: float, view, canvas) -> Term:
+def _guided(expr: Expr, view, canvas) -> Tuple:
+    """The guided expression's terms as (`term_key`, weight) pairs, weights relative to it."""
+    merged: "OrderedDict[Tuple, float]" = OrderedDict()
+    for term in flatten(expr, 1.0, view, canvas):
+        key = term_key(term)
+        merged[key] = merged.get(key, 0.0) + term.weight
+    return tuple((key, weight) for key, weight in merged.items() if weight != 0.0)
+
+
+def _classifier_term(condition: Condition, weight: float, view, canvas, guided: Tuple = ()) -> Term:
     clf = condition.classifier
     if clf is None or not getattr(clf, "is_classifier", False):
         raise CompositionError(f"guidance on '{condition.variable}' needs a classifier bound to "
@@ -194,7 +219,8 @@ def _classifier_term(condition: Condition, weight: float, view, canvas) -> Term:
     name = f"{clf.name}[{condition}]"
     window = _window_of(view, canvas, clf, f"classifier '{clf.name}'")
     label = name + ("" if window is None else windows.label_box(window, canvas))
-    return Term(label, weight, clf, conditions, "classifier", window)
+    guided = tuple((key, weight * relative) for key, relative in guided)
+    return Term(label, weight, clf, conditions, "classifier", window, guided)
 
 
 def _check_conditions(component, conditions, where: str, span) -> None:
@@ -248,10 +274,7 @@ def merge(terms: List[Term]) -> List[Term]:
     """
     merged: "OrderedDict[Tuple, Term]" = OrderedDict()
     for term in terms:
-        source = term.source
-        key = (("mixture", source.expr, source.view)
-               if isinstance(source, MixtureDensity) and source.expr is not None
-               else (id(source), term.conditions, term.window))
+        key = term_key(term)
         if key in merged:
             total = merged[key].weight + term.weight
             if not math.isfinite(total):
@@ -260,15 +283,25 @@ def merge(terms: List[Term]) -> List[Term]:
                     f"{format_number(merged[key].weight)} + {format_number(term.weight)}, "
                     "which is not a finite number")
             merged[key].weight = total
+            if term.guided:
+                merged[key].guided = _add_pairs(merged[key].guided, term.guided)
         else:
             merged[key] = Term(term.label, term.weight, term.source, term.conditions, term.method,
-                               term.window)
+                               term.window, term.guided)
     labels = {}
     for term in merged.values():
         if term.label in labels and labels[term.label] is not term.source:
             raise CompositionError(f"name '{term.label}' refers to two different components")
         labels[term.label] = term.source
     return [t for t in merged.values() if t.weight != 0.0]
+
+
+def _add_pairs(a: Tuple, b: Tuple) -> Tuple:
+    """(key, weight) pairs of a and b, the weights of equal keys added."""
+    out: "OrderedDict[Tuple, float]" = OrderedDict(a)
+    for key, weight in b:
+        out[key] = out.get(key, 0.0) + weight
+    return tuple(out.items())
 
 
 def leaf_components(terms: List[Term]) -> List[Component]:

@@ -7,6 +7,7 @@ up to a constant. Python operators on components build expression trees (compose
 from __future__ import annotations
 
 import itertools
+import numbers
 from typing import Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -40,7 +41,6 @@ class Component(nn.Module):
         self.schedule = schedule
         self.name = name if name is not None else f"{self._default_prefix}{next(_names)}"
         if event_shape is not None:
-            from ..compiler.compilation import check_event_shape      # (the compiler imports us)
             event_shape = check_event_shape(event_shape)
         self.event_shape = event_shape
 
@@ -130,3 +130,21 @@ class Component(nn.Module):
         if self.event_shape is not None and tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"x: {self.name} expects shape (N, {', '.join(map(str, self.event_shape))})"
                              f", got {tuple(x.shape)}")
+
+
+def check_event_shape(shape, name: str = "event_shape") -> Tuple[int, ...]:
+    """`shape` (a tuple, list or torch.Size of integer sizes ≥ 1) as a tuple of ints, or a
+    ValueError naming `name`: strings, floats and bools are not sizes."""
+    items = None
+    if not isinstance(shape, (str, bytes)):
+        try:
+            items = tuple(shape)
+        except TypeError:
+            pass
+    if items is None or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool)
+                                for d in items):
+        raise ValueError(f"{name}: expected a tuple of integer sizes, e.g. (1, 8, 24), got {shape!r}")
+    sizes = tuple(int(d) for d in items)
+    if not sizes or any(d < 1 for d in sizes):
+        raise ValueError(f"{name}: sizes must be ≥ 1, got {sizes}")
+    return sizes
