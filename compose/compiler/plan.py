@@ -105,6 +105,8 @@ class Plan:
     rule: str = "trapezoid"
     network_levels: Optional[List[int]] = None
     training_T: Optional[int] = None
+    #: With `compose.SMC`: its options and the level the particles start at.
+    smc: Optional[dict] = None
 
     @classmethod
     def from_target(cls, target) -> "Plan":
@@ -120,13 +122,21 @@ class Plan:
 
     @classmethod
     def for_kernel(cls, target, kernel, steps_per_level, num_samples: int,
-                   reverse_step: bool = False, device="cpu") -> "Plan":
+                   reverse_step: bool = False, device="cpu", smc=None) -> "Plan":
         """The plan with evaluation counts for `kernel` (None: the reverse process) at
         K = `steps_per_level` steps per level (or one count per level, see `level_steps`) on
         N = `num_samples` chains, on `device` (which decides how integration points are
         batched when `chunk_rows` is None). With counts that differ between levels the
-        per-level figures are None and the per-sample ones sum over the levels."""
+        per-level figures are None and the per-sample ones sum over the levels. With `smc` (a
+        `compose.SMC`) every level ends with the reverse step, the weights cost no evaluation,
+        and only the levels from the SMC start down are counted."""
         counts = level_steps(steps_per_level, target.T)
+        if smc is not None:
+            start = smc.start(target.schedule)
+            plan = cls._for_varying_steps(target, kernel, counts, num_samples, True, device,
+                                          levels=start)
+            plan.smc = dict(smc.to_dict(), start=start)
+            return plan
         if len(set(counts)) > 1:
             return cls._for_varying_steps(target, kernel, counts, num_samples, reverse_step, device)
         K, N, T = counts[0], int(num_samples), target.T
@@ -204,13 +214,25 @@ class Plan:
         return plan
 
     @classmethod
-    def _for_varying_steps(cls, target, kernel, counts, num_samples, reverse_step, device) -> "Plan":
-        """Per-sample counts summed over the levels from the plans of each distinct K."""
-        if kernel is None or not any(counts):
+    def _for_varying_steps(cls, target, kernel, counts, num_samples, reverse_step, device,
+                           levels: Optional[int] = None) -> "Plan":
+        """Per-sample counts summed over the levels from the plans of each distinct K (over
+        levels 1..`levels` only, when given: an SMC run that starts below T)."""
+        if levels is not None:
+            counts = list(counts[:levels])
+            if len(set(counts)) == 1 and levels == target.T:
+                return cls.for_kernel(target, kernel, counts[0], num_samples, reverse_step, device)
+        elif kernel is None or not any(counts):
             return cls.for_kernel(target, kernel, 0, num_samples, reverse_step, device)
         by_k = {k: cls.for_kernel(target, kernel, k, num_samples, reverse_step, device)
                 for k in set(counts) if k > 0 or reverse_step}
         plan = by_k[max(counts)]
+        if levels is not None and len(set(counts)) == 1:   # one K on fewer levels than T
+            for term in _leaf_terms(plan.terms):
+                term.per_sample = levels * term.per_level
+            plan.totals["per_sample"] = levels * plan.totals["per_level"]
+            plan.totals["calls_per_run"] = levels * plan.totals["calls_per_level"]
+            return plan
         per_sample = [0] * len(_leaf_terms(plan.terms))
         for k in counts:
             if k in by_k:
@@ -264,6 +286,15 @@ class Plan:
                              f"network evaluations per sample; sample on fewer levels with "
                              f"levels= (compose.compile(..., levels=50), --levels 50), which "
                              f"respaces the schedule")
+        if self.smc is not None:
+            smc, start = self.smc, self.smc["start"]
+            levels = (f"levels {start}..1" + ("" if start == self.T else
+                      f" (levels {self.T}..{start + 1} take steps too large for the weights and are "
+                      "not run)"))
+            lines.append(f"  SMC: {smc['resampling']} resampling where ESS < "
+                         f"{smc['ess_threshold']:g} · N, {smc['increment']} weight increments, "
+                         f"particles from N(0, I/Σw) on {levels}; the Feynman–Kac weights come "
+                         "from the scores already evaluated: no extra network evaluations")
         if self.chunk_rows is not None:
             lines.append(f"  score-only calls split into chunks of at most {self.chunk_rows} rows")
         for i, term in enumerate(self.terms):

@@ -281,9 +281,11 @@ class Target:
         return Plan.from_target(self)
 
     def plan_for(self, kernel, steps_per_level: int = 10, num_samples: int = 1,
-                 reverse_step: bool = False, device="cpu"):
-        """The plan with evaluation counts per step and per sample for one kernel and run."""
-        return Plan.for_kernel(self, kernel, steps_per_level, num_samples, reverse_step, device)
+                 reverse_step: bool = False, device="cpu", smc=None):
+        """The plan with evaluation counts per step and per sample for one kernel and run
+        (`smc`: a `compose.SMC`, whose runs always take the reverse step)."""
+        return Plan.for_kernel(self, kernel, steps_per_level, num_samples, reverse_step, device,
+                               smc=smc)
 
     def labels(self) -> List[str]:
         """Labels of every evaluated term, mixture branches included, in evaluation order."""

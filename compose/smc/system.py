@@ -155,7 +155,8 @@ class ParticleSystem:
 
 def _reweight(log_w: torch.Tensor, increment: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(normalised log W + increment, log Σ W exp(increment)); NaN increments count as −inf."""
-    increment = torch.nan_to_num(increment.to(log_w.dtype), nan=-math.inf)
+    increment = torch.nan_to_num(increment.to(log_w.dtype), nan=-math.inf, posinf=math.inf,
+                                 neginf=-math.inf)
     unnormalised = log_w + increment
     total = torch.logsumexp(unnormalised, 0)
     safe = torch.where(torch.isfinite(total), total, torch.zeros_like(total))
