@@ -1,0 +1,125 @@
+"""Resampling schemes: unbiased offspring counts, their variance, ESS, and bad weights."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from compose.smc import resampling
+from compose.smc.resampling import SCHEMES, ancestors, distinct, ess, offspring, resample
+
+WEIGHTS = torch.tensor([0.31, 0.02, 0.155, 0.005, 0.21, 0.3], dtype=torch.float64)
+LOG_W = WEIGHTS.log()
+N = WEIGHTS.shape[0]
+DRAWS = 4000
+
+
+def counts(scheme, log_w=LOG_W, draws=DRAWS, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([offspring(ancestors(log_w, scheme, g), log_w.shape[0]) for _ in range(draws)]).double()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_offspring_counts_have_expectation_n_w(scheme):
+    """Mean offspring over 4000 draws against N W_i, within 5 standard errors (the per-scheme
+    spread measured from the same draws; at least the binomial one over 100 for exact schemes)."""
+    c = counts(scheme)
+    expected = N * WEIGHTS
+    se = torch.maximum(c.std(0), torch.full((N,), 0.01)) / math.sqrt(DRAWS)
+    assert torch.all((c.mean(0) - expected).abs() < 5 * se), (scheme, c.mean(0), expected)
+    assert torch.all(c.sum(1) == N)
+
+
+def test_systematic_counts_are_floor_or_ceil_and_residual_keeps_the_floor():
+    floor, ceil = torch.floor(N * WEIGHTS), torch.ceil(N * WEIGHTS)
+    for row in counts("systematic", draws=500):
+        assert torch.all((row == floor) | (row == ceil))
+    for row in counts("residual", draws=500):
+        assert torch.all(row >= floor)
+
+
+def test_lower_variance_than_multinomial():
+    variance = {scheme: counts(scheme).var(0).sum().item() for scheme in SCHEMES}
+    multinomial = N * (WEIGHTS * (1 - WEIGHTS)).sum().item()
+    assert variance["multinomial"] == pytest.approx(multinomial, rel=0.1)
+    for scheme in ("systematic", "stratified", "residual"):
+        assert variance[scheme] < variance["multinomial"], variance
+
+
+def test_a_biased_scheme_is_caught_by_the_expectation_check(monkeypatch):
+    """Negative control: inverse-CDF points squeezed into [0, 0.9) under-sample the last parent."""
+    original = resampling._invert
+    monkeypatch.setattr(resampling, "_invert", lambda c, p: original(c, 0.9 * p))
+    c = counts("systematic")
+    se = torch.maximum(c.std(0), torch.full((N,), 0.01)) / math.sqrt(DRAWS)
+    assert torch.any((c.mean(0) - N * WEIGHTS).abs() > 5 * se)
+
+
+def test_equal_weights_and_a_single_weight():
+    equal = torch.zeros(50, dtype=torch.float64)
+    assert torch.equal(ancestors(equal, "systematic", torch.Generator().manual_seed(0)), torch.arange(50))
+    one = torch.full((50,), -math.inf, dtype=torch.float64)
+    one[17] = 0.0
+    for scheme in SCHEMES:
+        assert torch.all(ancestors(one, scheme, torch.Generator().manual_seed(1)) == 17)
+
+
+def test_ess_against_numpy():
+    rng = np.random.default_rng(0)
+    lw = rng.normal(size=1000) * 2
+    w = np.exp(lw - lw.max())
+    exact = w.sum() ** 2 / (w ** 2).sum()
+    t = torch.tensor(lw)
+    assert float(ess(t)) == pytest.approx(exact, rel=1e-12)
+    assert float(ess(t + 123.0)) == pytest.approx(exact, rel=1e-12)
+    assert float(ess(torch.zeros(40))) == pytest.approx(40)
+    single = torch.full((40,), -math.inf)
+    single[3] = 5.0
+    assert float(ess(single)) == pytest.approx(1.0)
+
+
+def test_all_minus_infinity_is_an_error_at_the_front_door_and_no_nan_inside():
+    dead = torch.full((10,), -math.inf, dtype=torch.float64)
+    with pytest.raises(ValueError, match="every particle has weight zero"):
+        resample(torch.zeros(10, 2), dead)
+    a = ancestors(dead, "residual", torch.Generator().manual_seed(0))
+    assert a.min() >= 0 and a.max() <= 9
+    assert bool(resampling.all_zero(dead)) and float(ess(dead)) == 0.0
+    assert not bool(torch.isnan(resampling.normalise(dead)).any())
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.tensor([0.0, float("nan")]), "NaN"), (torch.tensor([0.0, math.inf]), r"\+inf"),
+    (torch.zeros(2, 2), "1-D"), (torch.zeros(3, dtype=torch.int64), "floating"),
+    ([0.0, 0.0], "1-D floating")])
+def test_bad_weights(bad, match):
+    with pytest.raises(ValueError, match=match):
+        resample(torch.zeros(2, 1), bad)
+
+
+def test_bad_scheme_and_shapes():
+    with pytest.raises(ValueError, match="resampling: must be one of"):
+        resample(torch.zeros(2, 1), torch.zeros(2), "bootstrap")
+    with pytest.raises(ValueError, match="x: expected 3 particles"):
+        resample(torch.zeros(2, 1), torch.zeros(3))
+
+
+def test_a_million_float32_weights():
+    g = torch.Generator().manual_seed(0)
+    lw = torch.randn(1_000_000, generator=g) * 3
+    for scheme in SCHEMES:
+        a = ancestors(lw, scheme, g)
+        assert a.shape == (1_000_000,) and int(a.min()) >= 0 and int(a.max()) < 1_000_000
+        assert bool((a[1:] >= a[:-1]).all())                   # sorted: copies adjacent
+    heavy_last = torch.zeros(1_000_000)
+    heavy_last[-1] = 20.0
+    assert int(ancestors(heavy_last, "systematic", g)[-1]) == 999_999
+
+
+def test_deterministic_for_a_seed_and_distinct_counts():
+    one = ancestors(LOG_W, "stratified", torch.Generator().manual_seed(5))
+    two = ancestors(LOG_W, "stratified", torch.Generator().manual_seed(5))
+    assert torch.equal(one, two)
+    assert int(distinct(torch.tensor([0, 0, 2, 2, 2, 5]))) == 3
+    x, index = resample(torch.arange(N).double().unsqueeze(1), LOG_W, "residual", torch.Generator().manual_seed(2))
+    assert torch.equal(x[:, 0].long(), index)
