@@ -130,3 +130,23 @@ def test_the_diffusers_adapter_on_cuda(monkeypatch):
                             generator=torch.Generator(device=DEVICE).manual_seed(0), device=DEVICE,
                             progress=False)
     assert result.samples.shape == (4, 1, 8, 8) and result.samples.device.type == "cuda"
+
+
+@pytest.mark.parametrize("kernel", [None, "MALA"])
+def test_smc_on_cuda(kernel):
+    """Weights, ESS and resampling on the device: the mass of a mixture's right mode times a
+    Gaussian (exact 0.729), and no host loop (the run finishes at the reverse process's pace)."""
+    schedule = compose.Schedule.linear(100)
+    modes = compose.GaussianMixture(means=[[-1.0], [1.0]], std=0.1, schedule=schedule, name="modes")
+    prior = compose.GaussianMixture(means=[[0.5]], std=1.0, schedule=schedule, name="prior")
+    target = compose.compile(modes * prior)
+    masses = []
+    for seed in range(4):
+        generator = torch.Generator(device=DEVICE).manual_seed(seed)
+        result = compose.sample(target, compose.MALA(0.002) if kernel else None, 20000,
+                                steps_per_level=2 if kernel else 0, generator=generator,
+                                device=DEVICE, dtype=torch.float64, smc=compose.SMC(), progress=False)
+        assert result.samples.device.type == "cuda"
+        masses.append(float((result.samples[:, 0] > 0).double().mean()))
+    spread = torch.tensor(masses).std().item() / 2
+    assert abs(sum(masses) / 4 - 0.7291) < 4 * spread + 0.01, masses
