@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 from .compiler.quadrature import RULES
 from .errors import CompositionError
+from .smc.resampling import SCHEMES as SMC_SCHEMES
 
 #: Exit status for a usage, composition or components-file error (as argparse uses).
 USAGE_ERROR = 2
@@ -211,6 +212,51 @@ def _configure_plan(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--dtype", choices=("float32",) + HALF_DTYPES, default=None,
                         help="load the --model networks in this dtype (default: as saved)")
+    _add_smc_options(parser)
+
+
+def _add_smc_options(parser: argparse.ArgumentParser) -> None:
+    """--smc and its options (docs/smc.md)."""
+    parser.add_argument("--smc", action="store_true",
+                        help="sequential Monte Carlo: Feynman–Kac weights and resampling at "
+                             "every level, the kernel's steps as moves (with --kernel Reverse: "
+                             "the weighted reverse process); each block is one particle system")
+    parser.add_argument("--ess-threshold", type=float, default=None, metavar="X",
+                        help="with --smc: resample where ESS < X·N, X in [0, 1] (default 0.5; "
+                             "1 every level, 0 never)")
+    parser.add_argument("--resampling", choices=SMC_SCHEMES, default=None,
+                        help="with --smc: the resampling scheme (default systematic)")
+    parser.add_argument("--smc-increment", choices=("trapezoid", "left"), default=None,
+                        help="with --smc: the weight increment's rule (default trapezoid)")
+    parser.add_argument("--start-level", type=_count(1), default=None, metavar="T",
+                        help="with --smc: the level the particles start at (default: T, or "
+                             "below a schedule's huge top steps)")
+
+
+#: The SMC options and their defaults (as compose.SMC's).
+SMC_OPTIONS = {"ess_threshold": "ess_threshold", "resampling": "resampling",
+               "smc_increment": "increment", "start_level": "start_level"}
+
+
+def _smc(args: argparse.Namespace):
+    """The compose.SMC of --smc and its options; its options without --smc are an error."""
+    given = [name for name in SMC_OPTIONS if getattr(args, name, None) is not None]
+    if not getattr(args, "smc", False):
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise CommandError(f"{options}: an option of sequential Monte Carlo, which is off "
+                               "without --smc: add --smc (or leave it out)")
+        return None
+    from .smc import SMC
+    options = {SMC_OPTIONS[name]: getattr(args, name) for name in given}
+    try:
+        return SMC(**options)
+    except ValueError as error:
+        option = next((n for n in given if SMC_OPTIONS[n] in str(error).split(":")[0]), None)
+        message = str(error)
+        if option is not None:
+            message = "--" + option.replace("_", "-") + ":" + message.split(":", 1)[1]
+        raise CommandError(message) from None
 
 
 def _run_plan(args: argparse.Namespace) -> int:
@@ -228,15 +274,19 @@ def _run_plan(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise _option_error(error, args) from None
     if args.kernel is None:
+        if args.smc:
+            raise CommandError("--smc needs --kernel (use --kernel Reverse for the weighted "
+                               "reverse process)")
         if args.reverse_step:
             raise CommandError("--reverse-step needs --kernel (use --kernel Reverse for the "
                                "reverse process alone)")
         plan = target.plan
     else:
         reverse = args.reverse_step or args.kernel == "Reverse"
+        smc = _smc(args)
         try:
             plan = target.plan_for(_kernel(args.kernel, args.leapfrog), args.steps, args.samples,
-                                   reverse)
+                                   reverse or smc is not None, smc=smc)
         except ValueError as error:
             raise _option_error(error, args) from None
     print(json.dumps(plan.to_dict(), indent=2, allow_nan=False) if args.json else str(plan))
@@ -484,8 +534,9 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
                              "settings, it changes the samples")
     parser.add_argument("--damping", type=float, default=0.5, metavar="G",
                         help="HMC momentum damping γ in [0, 1) (default 0.5)")
-    parser.add_argument("--variance", choices=("small", "large"), default="small",
-                        help="reverse-step noise: small (β̃_t) or large (β_t) (default small)")
+    parser.add_argument("--variance", choices=("small", "large"), default=None,
+                        help="reverse-step noise: small (β̃_t) or large (β_t) (default small; "
+                             "large with --smc)")
     parser.add_argument("--adapt", action="store_true",
                         help="adapt the step size during a warm-up at each level")
     # defaults applied with --adapt (None here: given without --adapt, they are refused)
@@ -515,6 +566,7 @@ def _configure_sample(parser: argparse.ArgumentParser) -> None:
                         help="a progress bar (default: only when stderr is a terminal)")
     parser.add_argument("--no-picture", dest="picture", action="store_false",
                         help="do not write samples.png / images.png")
+    _add_smc_options(parser)
 
 
 #: The options of --adapt and their defaults.
@@ -539,6 +591,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     from .runs import RunError, sample_run
     from .sampler import Adaptation
     _adapt_options(args)
+    smc = _smc(args)
     levels = _levels(args.levels)
     shape = _event_shape(args)
     bindings = load_components(args.components)
@@ -559,7 +612,7 @@ def _run_sample(args: argparse.Namespace) -> int:
             steps=args.steps, samples=args.samples, seed=args.seed, block_size=args.block_size,
             leapfrog=args.leapfrog, damping=args.damping, path=args.path, points=args.points,
             rule=args.rule, levels=levels, chunk_rows=args.chunk_rows, reverse_step=args.reverse_step,
-            variance=args.variance,
+            variance=args.variance, smc=smc,
             adaptation=adaptation, event_shape=shape, dtype=args.dtype, device=args.device,
             threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
             trust_components=args.trust_components,

@@ -100,7 +100,7 @@ class Evaluation:
         if self.weighted_square_norm is None:
             raise ValueError("this evaluation holds no square norms: evaluate inside "
                              "target.square_norms()")
-        return self.score.pow(2).flatten(1).sum(1) - self.weighted_square_norm
+        return _square_norm(self.score) - self.weighted_square_norm
 
     def gather(self, index: torch.Tensor) -> "Evaluation":
         """The evaluation of the chains `index` (shape (N',)), as resampling copies them."""
@@ -208,7 +208,14 @@ def _add(total: Optional[torch.Tensor], value: torch.Tensor) -> torch.Tensor:
 
 
 def _square_norm(score: torch.Tensor) -> torch.Tensor:
-    return score.pow(2).flatten(1).sum(1)
+    """‖score‖² per chain, accumulated in float64: the weights take differences of such sums,
+    which float32 would leave with errors of order 1e-7 · ‖s‖² · √d."""
+    return score.flatten(1).to(_wide(score)).pow(2).sum(1)
+
+
+def _wide(tensor: torch.Tensor) -> torch.dtype:
+    """float64 for the weights' sums, except on Apple's MPS, which has none."""
+    return torch.float32 if tensor.device.type == "mps" else torch.float64
 
 
 class SquareNorms:
@@ -238,7 +245,9 @@ class SquareNorms:
                 if key not in self.kept:
                     raise ValueError(f"'{term.label}': the expression it guides has no terms left "
                                      "after merging, so the Feynman–Kac weights cannot be formed")
-                total = total + 2.0 * weight * (self.kept[key] * g).flatten(1).sum(1)
+                wide = _wide(g)
+                total = total + 2.0 * weight * (self.kept[key].flatten(1).to(wide)
+                                                * g.flatten(1).to(wide)).sum(1)
         return total
 
 

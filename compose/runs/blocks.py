@@ -19,8 +19,13 @@ Files of a run under DIR/blocks/ (all written atomically with a checksum, `check
 A checkpoint holds what the annealed driver carries from one level to the next: the position
 x, the step-size multiplier of adaptation (the kernels' own state, e.g. HMC's momentum, is
 drawn afresh at the start of each level, so nothing else carries over), the generator's state,
-the diagnostics so far and the settings' hash. The two latest checkpoints of a block are kept:
-a damaged one falls back to the one before it (or to the start).
+the diagnostics so far and the settings' hash; in an SMC run also the particle system
+(`SMCState`: log-weights, log-normaliser, the pending step). The two latest checkpoints of a
+block are kept: a damaged one falls back to the one before it (or to the start).
+
+With `compose.SMC` a block is one particle system: its particles are reweighted and resampled
+among themselves only, so the block size is the number of particles and changes the samples,
+while the number of processes still does not.
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ import numpy as np
 import torch
 
 from ..sampler import LevelDiagnostics, anneal
+from ..smc import SMCState
+from ..smc.weights import FeynmanKac
 from . import checkpoint
 from .settings import SampleSettings
 
@@ -84,7 +91,7 @@ class BlockFiles:
 def load_block(files: BlockFiles, b: int, digest: str, rows: Tuple[int, int],
                settings: SampleSettings, T: int) -> dict:
     """The finished block b; `checkpoint.DamagedFile` if damaged, from other settings, or not
-    holding what a finished block of these settings holds."""
+    holding what a finished block of these settings holds (`T`: the level the run starts at)."""
     path = files.block(b)
     payload = checkpoint.load(path)
     _check_payload(payload, path, digest, b, rows)
@@ -117,7 +124,35 @@ def load_checkpoint(path: Path, b: int, level: int, digest: str, rows: Tuple[int
                                      f"{expected.dtype} tensor of shape {tuple(expected.shape)} "
                                      f"(a {device.type} generator)")
     _check_diagnostics(payload, path, T, level)
+    if settings.smc is not None:
+        _check_smc_state(payload, path, rows)
     return payload
+
+
+def _check_smc_state(payload, path, rows) -> None:
+    """An SMC checkpoint's particle system: float64 log-weights and pending excess per chain of
+    the block, a 0-d log-normaliser and the pending step's level."""
+    state, n = payload.get("smc_state"), rows[1] - rows[0]
+    problem = None
+    if not isinstance(state, dict):
+        problem = f"an SMC state that is {_describe(state)}"
+    else:
+        weights, total, pending, level = (state.get("log_weights"), state.get("log_normaliser"),
+                                          state.get("pending"), state.get("pending_level"))
+        if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (n,) \
+                or not weights.is_floating_point():
+            problem = f"log-weights {_describe(weights)}, expected a float tensor of shape ({n},)"
+        elif not isinstance(total, torch.Tensor) or total.dim() != 0:
+            problem = f"a log-normaliser {_describe(total)}, expected a 0-d tensor"
+        elif pending is not None and (not isinstance(pending, torch.Tensor)
+                                      or tuple(pending.shape) != (n,)):
+            problem = f"a pending excess {_describe(pending)}, expected a tensor of shape ({n},)"
+        elif (pending is None) != (level is None) or (level is not None and not _integer(level)):
+            problem = f"a pending level {level!r} that does not match its pending excess"
+        elif bool(torch.isnan(weights).any()):
+            problem = "NaN log-weights"
+    if problem is not None:
+        raise checkpoint.DamagedFile(f"{path}: holds {problem}")
 
 
 def _check_payload(payload, path, digest, b, rows) -> None:
@@ -188,10 +223,22 @@ def _number(value) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
+def _smc_level(value) -> bool:
+    """None, or an SMC level's numbers: ESS, resampled (a bool), distinct ancestors (an int),
+    the log-normaliser increment and the final ESS (a number or None)."""
+    if value is None:
+        return True
+    return (isinstance(value, dict)
+            and set(value) == {"ess", "resampled", "ancestors", "log_normaliser_increment", "final_ess"}
+            and _seconds(value["ess"]) and isinstance(value["resampled"], bool)
+            and _integer(value["ancestors"]) and _seconds(value["log_normaliser_increment"])
+            and _number(value["final_ess"]))
+
+
 #: What each field of a level's diagnostics holds (the others: a number, or None).
 _FIELD_CHECKS = {"level": _integer, "steps": _integer, "divergences": _integer,
                  "seconds": _seconds, "evaluations": _numbers_by_name,
-                 "acceptance_quantiles": _numbers_by_name}
+                 "acceptance_quantiles": _numbers_by_name, "smc": _smc_level}
 
 
 def _shown(value) -> str:
@@ -215,7 +262,8 @@ def run_block(b: int, settings: SampleSettings, digest: str, target, kernel, ada
     `on_level(n)` is called with the number of levels done each time some are (progress).
     """
     rows = block_rows(settings.samples, settings.block_size)[b]
-    T = target.schedule.T
+    T = settings.top_level(target.schedule)          # T, or where an SMC run starts
+    smc = settings.make_smc()
     if files.block(b).exists():
         try:
             payload = load_block(files, b, digest, rows, settings, T)
@@ -229,25 +277,33 @@ def run_block(b: int, settings: SampleSettings, digest: str, target, kernel, ada
 
     state = _latest_checkpoint(b, files, digest, rows, settings, T, device, log)
     generator = torch.Generator(device=device)
+    smc_state = None
     if state is None:
         generator.manual_seed(block_seed(settings.seed, b))
-        x = torch.randn((rows[1] - rows[0],) + tuple(settings.event_shape), generator=generator,
-                        device=device, dtype=settings.torch_dtype)
+        shape = (rows[1] - rows[0],) + tuple(settings.event_shape)
+        if smc is None:
+            x = torch.randn(shape, generator=generator, device=device, dtype=settings.torch_dtype)
+        else:              # a block is one particle system, from N(0, I/Σw)
+            x = FeynmanKac(target, settings.event_shape).start(shape[0], generator, device,
+                                                               settings.torch_dtype)
         start, multiplier, levels = T, 1.0, []
     else:
         generator.set_state(state["generator"])
         x = state["x"].to(device)
         start, multiplier, levels = state["level"] - 1, state["multiplier"], list(state["diagnostics"])
+        if smc is not None:
+            smc_state = SMCState.from_state_dict(state["smc_state"], device)
         on_level(T - start)
 
     for step in anneal(target, kernel, x, settings.steps, settings.reverse_step, generator,
                        start=start, multiplier=multiplier, variance=settings.variance,
-                       adaptation=adaptation):
+                       adaptation=adaptation, smc=smc, smc_state=smc_state):
         x, multiplier = step.x, step.multiplier
         levels.append(asdict(step.diagnostics))
         done = T - step.level + 1
         if step.level > 1 and done % checkpoint_every == 0:
-            _save_checkpoint(files, b, rows, digest, step.level, x, multiplier, generator, levels)
+            _save_checkpoint(files, b, rows, digest, step.level, x, multiplier, generator, levels,
+                             step.smc_state)
         on_level(1)
 
     payload = {"format": FORMAT, "settings_sha256": digest, "block": b, "rows": list(rows),
@@ -258,11 +314,14 @@ def run_block(b: int, settings: SampleSettings, digest: str, target, kernel, ada
     return payload
 
 
-def _save_checkpoint(files, b, rows, digest, level, x, multiplier, generator, levels) -> None:
+def _save_checkpoint(files, b, rows, digest, level, x, multiplier, generator, levels,
+                     smc_state=None) -> None:
     payload = {"format": FORMAT, "settings_sha256": digest, "block": b, "rows": list(rows),
                "level": level, "x": x.detach().cpu(), "multiplier": float(multiplier),
                "generator": generator.get_state(), "diagnostics": list(levels),
                "saved": time.time()}
+    if smc_state is not None:
+        payload["smc_state"] = smc_state.state_dict()
     checkpoint.save(files.checkpoint(b, level), payload)
     # keep this one and the one before it: a damaged latest falls back to the previous
     for _, path in files.checkpoints(b)[2:]:

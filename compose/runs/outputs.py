@@ -52,9 +52,25 @@ def merge_diagnostics(blocks: Sequence[dict], sampler: str, samples: int) -> dic
             "divergences": sum(int(r["divergences"]) for r in rows),
             "evaluations": evaluations,
             "seconds": sum(r["seconds"] for r in rows)})
-    return {"sampler": sampler, "num_samples": samples, "levels": levels,
-            "blocks": [{"block": b["block"], "rows": list(b["rows"]), "levels": b["diagnostics"]}
-                       for b in blocks]}
+        if first.get("smc") is not None:
+            sizes = [b["rows"][1] - b["rows"][0] for b in blocks]
+            levels[-1]["smc"] = {
+                "ess_fraction": _weighted(weights, [r["smc"]["ess"] / n for r, n in zip(rows, sizes)]),
+                "resampled_blocks": sum(bool(r["smc"]["resampled"]) for r in rows),
+                "ancestors_fraction": _weighted(weights, [r["smc"]["ancestors"] / n
+                                                          for r, n in zip(rows, sizes)])}
+    out = {"sampler": sampler, "num_samples": samples, "levels": levels,
+           "blocks": [{"block": b["block"], "rows": list(b["rows"]), "levels": b["diagnostics"]}
+                      for b in blocks]}
+    if blocks[0]["diagnostics"] and blocks[0]["diagnostics"][0].get("smc") is not None:
+        # each block is its own particle system: its own estimate of log Ẑ
+        for entry, b in zip(out["blocks"], blocks):
+            entry["log_normaliser"] = math.fsum(d["smc"]["log_normaliser_increment"]
+                                                for d in b["diagnostics"])
+        estimates = [entry["log_normaliser"] for entry in out["blocks"]]
+        out["smc"] = {"log_normaliser_per_block": estimates,
+                      "log_normaliser_mean": sum(estimates) / len(estimates)}
+    return out
 
 
 def _weighted(weights: List[float], values: List[float]) -> float:
@@ -179,7 +195,17 @@ def summary(diagnostics: dict, rows: int = 10) -> str:
     binned = f", {size} levels a row" if size > 1 else ""
     title = (f"{sampler}: {diagnostics.get('num_samples', '?')} chains, "
              f"{len(levels)} levels (level {levels[0]['level']} first{binned})")
-    return "\n".join([title] + ["  " + line for line in lines])
+    out = [title] + ["  " + line for line in lines]
+    smc = diagnostics.get("smc")
+    if smc:
+        estimates = smc["log_normaliser_per_block"]
+        ess = [d["smc"]["ess_fraction"] for d in levels if d.get("smc")]
+        resampled = sum(d["smc"]["resampled_blocks"] for d in levels if d.get("smc"))
+        out.append(f"  SMC, one particle system per block: log Ẑ {smc['log_normaliser_mean']:.4g} "
+                   f"(mean of {len(estimates)} block{'s' if len(estimates) != 1 else ''}"
+                   + (f", {min(estimates):.4g} to {max(estimates):.4g}" if len(estimates) > 1 else "")
+                   + f"); smallest ESS {min(ess):.1%} of a block; {resampled} resamplings in all")
+    return "\n".join(out)
 
 
 def _level_span(group: List[dict]) -> str:

@@ -34,7 +34,8 @@ from .group import Group, pick_device
 from ..schedule import Schedule
 from .identity import ComponentsIdentity
 from .settings import (RunError, SampleSettings, adaptation_setting, default_block_size,
-                       differences, integer_setting, levels_setting, step_size_setting)
+                       differences, integer_setting, levels_setting, smc_setting,
+                       step_size_setting)
 
 
 @dataclass
@@ -55,8 +56,8 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
                block_size: Optional[int] = None, leapfrog: int = 3, damping: float = 0.5,
                path: str = "line", points: int = 0, rule: str = "trapezoid",
                levels: Union[None, int, Sequence[int]] = None, chunk_rows: Optional[int] = None,
-               reverse_step: bool = False, variance: str = "small",
-               adaptation: Union[None, bool, Adaptation] = None,
+               reverse_step: bool = False, variance: Optional[str] = None,
+               adaptation: Union[None, bool, Adaptation] = None, smc=None,
                event_shape: Optional[Sequence[int]] = None, dtype: str = "float32",
                device: str = "auto", threads: Optional[int] = 1, checkpoint_every: int = 1,
                resume: bool = False, trust_components: bool = False,
@@ -73,7 +74,10 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         block_size: chains per block (default: sized for the device). Changes the samples.
         leapfrog, damping: HMC's L and γ. path, points, rule, levels, chunk_rows: as in `compose.compile` (levels:
             sample on S evenly spaced or on the given training levels).
-        reverse_step, variance, adaptation: as in `compose.sample`.
+        reverse_step, variance, adaptation: as in `compose.sample` (variance: "small" by
+            default, "large" with smc).
+        smc: a `compose.SMC` (or True for the default one): each block is one particle system
+            (docs/sampling_at_scale.md); the reverse step is then always taken.
         event_shape: shape of one sample, when no component declares it.
         dtype: "float32" or "float64". device: "auto", "cpu" or "cuda" (cuda:LOCAL_RANK).
         threads: torch intra-op threads per process (None: leave as is). Part of the settings:
@@ -119,6 +123,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
             torch.set_num_threads(threads)
         say = log or _stderr(group)
         respacing = levels_setting(levels)
+        smc_options = smc_setting(smc)
         target = compile(expression, dict(components), path=path, points=points, rule=rule,
                          chunk_rows=chunk_rows, event_shape=event_shape,
                          levels=levels if isinstance(levels, Schedule) else respacing)
@@ -131,14 +136,15 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
             steps=0 if kernel == "Reverse" else steps, samples=samples, seed=seed,
             block_size=block, event_shape=shape, leapfrog=leapfrog, damping=damping, path=path,
             points=points, rule=rule, levels=respacing, chunk_rows=chunk_rows,
-            reverse_step=reverse_step or kernel == "Reverse",
-            variance=variance, adaptation=adaptation_setting(adaptation), dtype=dtype,
-            device=torch_device.type, threads=threads)
+            reverse_step=reverse_step or kernel == "Reverse" or smc_options is not None,
+            variance=variance if variance is not None else ("large" if smc_options else "small"),
+            adaptation=adaptation_setting(adaptation), dtype=dtype,
+            device=torch_device.type, threads=threads, smc=smc_options)
         sampler_kernel, adapt = settings.make_kernel(), settings.make_adaptation()
         # the plan of one block: its calls are what a process evaluates at a time (a kernel
         # the composition cannot be sampled with is refused here, before any file)
         plan = target.plan_for(sampler_kernel, settings.steps, settings.block_size,
-                               settings.reverse_step, device=torch_device)
+                               settings.reverse_step, device=torch_device, smc=settings.make_smc())
         digest = settings.digest()
 
         # 1. every rank must be running the same thing
@@ -167,7 +173,7 @@ def sample_run(expression: str, components: Mapping[str, object], out: Union[str
         files = _blocks.BlockFiles(out)
         started = time.perf_counter()
         mine = _blocks.blocks_of_rank(settings.num_blocks, group.rank, group.world)
-        bar = progress_bar(len(mine) * target.T, settings.kernel,
+        bar = progress_bar(len(mine) * settings.top_level(target.schedule), settings.kernel,
                            progress if group.rank == 0 else False, unit="level")
         try:
             for b in mine:
@@ -294,7 +300,8 @@ def read_record(record: Path) -> dict:
         raise RunError(f"{record}: 'settings' is {_json_kind(old) if 'settings' in previous else 'missing'}, "
                        "expected an object of the run's settings; the file is damaged: start "
                        "the run again in a new directory")
-    missing = [f.name for f in fields(SampleSettings) if f.name not in old]
+    missing = [f.name for f in fields(SampleSettings) if f.name not in old
+               and f.name != "smc"]                 # recorded only for SMC runs
     if missing:
         raise RunError(f"{record}: the settings lack {', '.join(missing)} (the file is damaged, or "
                        f"written by another version of score-compose: {previous.get('compose')!r}, "
@@ -318,13 +325,16 @@ def _merge(out, settings, digest, files, target, kernel, picture, timing, say=No
                            "on several machines the output directory must be on a filesystem "
                            "they all share")
         try:
-            block = _blocks.load_block(files, b, digest, span, settings, target.T)
+            block = _blocks.load_block(files, b, digest, span, settings,
+                                       settings.top_level(target.schedule))
         except checkpoint.DamagedFile as error:
             raise RunError(f"block {b}: {error}; run again with --resume to resample it") from None
         samples[span[0]:span[1]] = block.pop("samples")
         finished.append(block)
     name = ("Reverse" if kernel is None or settings.steps == 0
             else kernel.name + (" + reverse" if settings.reverse_step else ""))
+    if settings.smc is not None:
+        name += " + SMC"
     diagnostics = outputs.merge_diagnostics(finished, name, settings.samples)
     diagnostics["settings_sha256"] = digest
     diagnostics.update(timing)          # this session's processes and wall time of its blocks

@@ -25,6 +25,7 @@ from ..compiler.quadrature import RULES
 from ..sampler import Adaptation
 from ..kernels.stepsize import PowerLaw
 from ..schedule import Schedule, parse_levels
+from ..smc import SMC
 
 #: Kernel names, as in `compose plan --kernel`. "Reverse" is the reverse process alone.
 KERNELS = ("MALA", "ULA", "HMC", "U-HMC", "RWMH", "Reverse")
@@ -64,6 +65,9 @@ class SampleSettings:
     dtype: str = "float32"
     device: str = "cpu"
     threads: Optional[int] = 1
+    #: `compose.SMC` options as a dict (`SMC.to_dict()`), None for annealed MCMC. Left out of
+    #: `to_dict` (and so of the hash) when None, so runs without SMC keep their digests.
+    smc: Optional[Dict[str, Any]] = None
 
     def __post_init__(self):
         # Checked and normalised: NumPy scalars, 0-d tensors and tuples given for integers,
@@ -112,6 +116,10 @@ class SampleSettings:
         if self.kernel in ("Reverse",) and not self.reverse_step:
             raise RunError("reverse_step: the Reverse kernel is the reverse process; it needs "
                            "reverse_step=True")
+        put("smc", smc_setting(self.smc))
+        if self.smc is not None and not self.reverse_step:
+            raise RunError("reverse_step: an SMC run ends every level with the reverse step; "
+                           "it needs reverse_step=True")
         if self.kernel in ("ULA", "U-HMC", "Reverse") and self.adaptation is not None:
             raise RunError(f"adaptation: step-size adaptation needs an adjusted kernel "
                            f"(MALA, HMC, RWMH), not {self.kernel}")
@@ -131,6 +139,20 @@ class SampleSettings:
             "Reverse": lambda: None,
         }[self.kernel]()
 
+    def make_smc(self) -> Optional[SMC]:
+        """The `compose.SMC` these settings name (None without SMC)."""
+        if self.smc is None:
+            return None
+        options = dict(self.smc)
+        if options.get("resample_levels") is not None:
+            options["resample_levels"] = tuple(options["resample_levels"])
+        return SMC(**options)
+
+    def top_level(self, schedule: Schedule) -> int:
+        """The level the run starts at: T, or an SMC run's start (`SMC.start`)."""
+        smc = self.make_smc()
+        return schedule.T if smc is None else smc.start(schedule)
+
     def make_adaptation(self) -> Optional[Adaptation]:
         if self.adaptation is None:
             return None
@@ -147,8 +169,11 @@ class SampleSettings:
 
     # -- comparison and hashing ----------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
-        """The settings as JSON values (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
+        """The settings as JSON values (tuples become lists); `smc` only when set."""
+        out = json.loads(json.dumps(asdict(self)))
+        if out.get("smc") is None:
+            out.pop("smc", None)
+        return out
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON of the settings."""
@@ -160,8 +185,14 @@ def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """'name (was A, now B)' for every setting that differs between two `to_dict()`s."""
     out = []
     for key in [f.name for f in fields(SampleSettings)] + sorted(set(old) - {f.name for f in fields(SampleSettings)}):
-        if old.get(key) != new.get(key):
-            out.append(f"{key} (was {_short(old.get(key))}, now {_short(new.get(key))})")
+        was, now = old.get(key), new.get(key)
+        if was == now:
+            continue
+        if isinstance(was, dict) and isinstance(now, dict):     # name the options inside
+            out.extend(f"{key}.{k} (was {_short(was.get(k))}, now {_short(now.get(k))})"
+                       for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k))
+        else:
+            out.append(f"{key} (was {_short(was)}, now {_short(now)})")
     return out
 
 
@@ -218,6 +249,33 @@ def adaptation_setting(value) -> Optional[Dict[str, Any]]:
         raise RunError(f"adaptation: expected a compose.Adaptation, True or None, got {type(value).__name__}")
     return {"band": [float(b) for b in value.band], "warmup_steps": int(value.warmup_steps),
             "factor": float(value.factor)}
+
+
+def smc_setting(value) -> Optional[Dict[str, Any]]:
+    """A `compose.SMC` (or its `to_dict()`) as a setting; None for none. A run writes equally
+    weighted samples, so `return_weighted` is refused."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = SMC()
+    if isinstance(value, dict):
+        known = set(SMC().to_dict())
+        if not set(value) <= known:
+            raise RunError(f"smc: unknown options {sorted(set(value) - known)}; expected some of "
+                           f"{sorted(known)}")
+        options = dict(value)
+        if options.get("resample_levels") is not None:
+            options["resample_levels"] = tuple(options["resample_levels"])
+        try:
+            value = SMC(**options)
+        except ValueError as error:
+            raise RunError(f"smc: {error}") from None
+    if not isinstance(value, SMC):
+        raise RunError(f"smc: expected a compose.SMC, True or None, got {type(value).__name__}")
+    if value.return_weighted:
+        raise RunError("smc: a run writes equally weighted samples (each block resamples at its "
+                       "end); return_weighted=True is for compose.sample")
+    return value.to_dict()
 
 
 def levels_setting(value) -> Union[None, int, Tuple[int, ...]]:

@@ -1,0 +1,141 @@
+"""`compose sample --smc`: each block is one particle system, so the samples are bitwise the
+same for any number of processes and after a SIGKILL and --resume (checkpoints hold the
+particle system's log-weights); the block size is the number of particles and changes them.
+
+The runs reuse the tiny set-up of tests/test_sample_runs.py (T = 12, 50 chains in blocks of 20).
+"""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import compose
+from compose import cli
+from compose.runs import RunError, block_seed, checkpoint, sample_run
+from test_sample_runs import _argv, _bits, _copy, _env, _run_all, components  # noqa: F401
+
+SMC_OPTIONS = ["--smc", "--ess-threshold", "0.7"]
+
+
+@pytest.fixture(scope="module")
+def smc_reference(components, tmp_path_factory):
+    out = tmp_path_factory.mktemp("smc_reference") / "run"
+    assert cli.main(_argv(components, out, *SMC_OPTIONS)) == 0
+    return out
+
+
+def test_a_block_is_compose_sample_with_smc_and_its_own_generator(components, smc_reference):
+    namespace = {}
+    exec(open(components).read(), namespace)
+    target = compose.compile(namespace["ring"] * namespace["bar"])
+    generator = torch.Generator().manual_seed(block_seed(7, 0))
+    expected = compose.sample(target, compose.HMC(0.05, num_leapfrog=2), 20, 2, generator=generator,
+                              smc=compose.SMC(ess_threshold=0.7), adaptation=compose.Adaptation(),
+                              progress=False)
+    samples = torch.load(smc_reference / "samples.pt", weights_only=True)
+    assert torch.equal(samples[:20], expected.samples)
+
+
+def test_outputs_report_log_normaliser_per_block(smc_reference, components, capsys):
+    diagnostics = json.loads((smc_reference / "diagnostics.json").read_text())
+    assert diagnostics["sampler"] == "HMC + reverse + SMC"
+    estimates = diagnostics["smc"]["log_normaliser_per_block"]
+    assert len(estimates) == 3 and all(np.isfinite(estimates))
+    assert [b["log_normaliser"] for b in diagnostics["blocks"]] == estimates
+    level = diagnostics["levels"][0]["smc"]
+    assert 0 < level["ess_fraction"] <= 1 and 0 <= level["resampled_blocks"] <= 3
+    run = json.loads((smc_reference / "run.json").read_text())
+    assert run["settings"]["smc"]["ess_threshold"] == 0.7
+    assert run["settings"]["variance"] == "large" and run["settings"]["reverse_step"] is True
+    assert "SMC" in (smc_reference / "plan.txt").read_text()
+
+
+def test_torchrun_with_2_processes_is_bitwise_the_plain_smc_run(components, smc_reference, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "compose.cli", *_argv(components, out, *SMC_OPTIONS)]
+    status, err = _run_all(command, timeout=300)
+    assert status == 0, err[-3000:]
+    assert np.array_equal(_bits(out / "samples.pt"), _bits(smc_reference / "samples.pt"))
+
+
+def test_sigkill_then_resume_is_bitwise_the_uninterrupted_smc_run(components, smc_reference, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "compose.cli", *_argv(components, out, *SMC_OPTIONS)]
+    process = subprocess.Popen(command, env=_env(SLOW_DELAY="0.02"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while len(list((out / "blocks").glob("block-000001.t*.ckpt"))) < 2:
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoints appeared"
+            time.sleep(0.005)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (out / "samples.pt").exists()
+    state = checkpoint.load(sorted((out / "blocks").glob("block-000001.t*.ckpt"))[0])["smc_state"]
+    assert state["log_weights"].dtype == torch.float64 and state["log_weights"].shape == (20,)
+    assert cli.main(_argv(components, out, *SMC_OPTIONS, "--resume")) == 0
+    assert np.array_equal(_bits(out / "samples.pt"), _bits(smc_reference / "samples.pt"))
+
+
+def test_a_damaged_smc_state_falls_back_to_the_previous_checkpoint(components, smc_reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    # a run stopped after levels 12..9 of block 0, by checkpointing and removing the block file
+    assert cli.main(_argv(components, out, *SMC_OPTIONS, "--samples", "20")) == 0
+    reference = _bits(out / "samples.pt")
+    (out / "blocks" / "block-000000.pt").unlink()
+    (out / "samples.pt").unlink()
+    # forge a checkpoint at level 9 with a wrong SMC state: it must be refused and the block
+    # sampled from the start, giving the same samples
+    bad = {"format": None}
+    checkpoint.save(out / "blocks" / "block-000000.t0009.ckpt", bad)
+    assert cli.main(_argv(components, out, *SMC_OPTIONS, "--samples", "20", "--resume")) == 0
+    assert np.array_equal(_bits(out / "samples.pt"), reference)
+    assert "block 0" in capsys.readouterr().err
+
+
+def test_the_block_size_is_the_number_of_particles(components, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli.main(_argv(components, one, *SMC_OPTIONS, "--samples", "40", "--block-size", "40")) == 0
+    assert cli.main(_argv(components, two, *SMC_OPTIONS, "--samples", "40", "--block-size", "20")) == 0
+    assert not np.array_equal(_bits(one / "samples.pt"), _bits(two / "samples.pt"))
+
+
+def test_a_resume_with_other_smc_options_is_refused(components, smc_reference, capsys):
+    assert cli.main(_argv(components, smc_reference, "--smc", "--ess-threshold", "0.3", "--resume")) == 2
+    assert "ess_threshold" in capsys.readouterr().err
+    assert cli.main(_argv(components, smc_reference, "--resume")) == 2       # without --smc
+    assert "smc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--ess-threshold", "0.5"], "--ess-threshold: an option of sequential Monte Carlo"),
+    (["--resampling", "residual"], "add --smc"),
+    (["--smc", "--ess-threshold", "1.5"], "--ess-threshold: must be a number in [0, 1]"),
+    (["--smc", "--start-level", "13"], "--start-level: level must be an integer in 1..12")])
+def test_bad_smc_options_are_named_and_write_nothing(components, tmp_path, capsys, options, message):
+    out = tmp_path / "run"
+    assert cli.main(_argv(components, out, *options)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_sample_run_takes_an_smc_and_refuses_weighted_output(tmp_path):
+    schedule = compose.Schedule.linear(30)
+    a = compose.GaussianMixture([[1.0]], 0.5, schedule=schedule, name="a")
+    b = compose.GaussianMixture([[-0.5]], 0.8, schedule=schedule, name="b")
+    with pytest.raises(RunError, match="return_weighted"):
+        sample_run("a * b", {"a": a, "b": b}, tmp_path / "x", kernel="Reverse",
+                   smc=compose.SMC(return_weighted=True), progress=False)
+    assert not (tmp_path / "x").exists()
+    result = sample_run("a * b", {"a": a, "b": b}, tmp_path / "y", kernel="Reverse", samples=64,
+                        smc=compose.SMC(resampling="stratified"), progress=False, picture=False)
+    assert result.samples.shape == (64, 1)
+    assert "log Ẑ" in compose.runs.outputs.summary(result.diagnostics)
