@@ -139,3 +139,20 @@ def test_sample_run_takes_an_smc_and_refuses_weighted_output(tmp_path):
                         smc=compose.SMC(resampling="stratified"), progress=False, picture=False)
     assert result.samples.shape == (64, 1)
     assert "log Ẑ" in compose.runs.outputs.summary(result.diagnostics)
+
+
+def test_the_readme_smc_command_runs(tmp_path, capsys):
+    """The README's `compose sample ... --smc` block, with its --out in a temporary folder."""
+    import re
+    import shlex
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```bash\n(.*?)```", (root / "README.md").read_text(), re.S)
+    (command,) = [b for b in blocks if "--smc" in b]
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert argv[:2] == ["compose", "sample"]
+    argv = [a.replace("examples/", str(root / "examples") + "/") for a in argv[1:]]
+    argv[argv.index("--out") + 1] = str(tmp_path / "run")
+    argv[argv.index("--samples") + 1] = argv[argv.index("--block-size") + 1] = "200"
+    assert cli.main(argv + ["--no-picture"]) == 0
+    assert "log Ẑ" in capsys.readouterr().out
