@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import compose
 from compose.components import EnergyModel
 from compose.experiments import product2d as p2d
 from compose.models.nets import ResidualMLP
@@ -122,6 +123,8 @@ def test_an_unreadable_checkpoint_is_retrained_and_said_so(tmp_path, capsys, dam
 
 def _spec_count(name, T, K, L, exact):
     """Evaluations of each component per sample that docs/sampler.md (section 4) says are needed."""
+    if "+SMC" in name:
+        return _smc_count(name, K, L, exact)
     if name == "Reverse":
         return T                                   # one score per level
     if name == "U-LA":
@@ -136,6 +139,22 @@ def _spec_count(name, T, K, L, exact):
     n = 0 if exact else int(name.split("-")[1])
     return T * (L * K + 1 + K * n)                 # HMC-n-line: n points per step; HMC-3-curve:
                                                    # 1 per segment, 3 per step (L = 3)
+
+
+def _smc_count(name, K, L, exact):
+    """SMC rows (docs/smc.md): from the start level S down, each level as its sampler's with a
+    reverse step; U-LA's last state has no score, so its reverse step costs one more."""
+    settings = dataclasses.replace(p2d.QUICK, num_samples=16)
+    S = compose.SMC().start(settings.schedule())
+    k = int(name.rsplit("-", 1)[1]) if name[-1].isdigit() else 0
+    if name.startswith("Reverse"):
+        return S
+    if name.startswith("U-LA"):
+        return S * (k + 1)
+    if name.startswith("LA-"):
+        n = 0 if exact else int(name.split("-")[1])
+        return S * (1 + k * (1 + n))
+    return S * (L * k + 1)                          # HMC-curve
 
 
 @pytest.mark.parametrize("name", list(p2d.SAMPLERS))
@@ -194,8 +213,11 @@ def test_oracle_hmc_curve_beats_reverse_in_log_likelihood():
 def test_samplers_are_the_papers():
     assert list(p2d.SAMPLERS)[:10] == ["Reverse", "U-LA", "LA-1-line", "LA-3-line", "LA-8-line",
                                        "U-HMC", "HMC-1-line", "HMC-3-line", "HMC-8-line", "HMC-curve"]
-    assert list(p2d.SAMPLERS)[10:] == ["HMC-1-line-lobatto", "HMC-3-curve", "HMC-3-curve-lobatto",
-                                       "HMC-curve-end", "HMC-curve-end-ref"]      # beyond Table 1
+    assert list(p2d.SAMPLERS)[10:15] == ["HMC-1-line-lobatto", "HMC-3-curve", "HMC-3-curve-lobatto",
+                                         "HMC-curve-end", "HMC-curve-end-ref"]      # beyond Table 1
+    assert list(p2d.SAMPLERS)[15:] == ["Reverse+SMC", "U-LA+SMC-2", "LA-3-line+SMC-2", "U-LA+SMC-5",
+                                       "LA-3-line+SMC-5", "HMC-curve+SMC-2"]        # docs/smc.md
+    assert all(s.smc and s.reverse_step for n, s in p2d.SAMPLERS.items() if "+SMC" in n)
     assert all(p2d.SAMPLERS[name].rule == "trapezoid" for name in list(p2d.SAMPLERS)[:10])
     hmc = p2d.SAMPLERS["HMC-curve"].make_kernel(p2d.PAPER)
     assert (hmc.step_size, hmc.num_leapfrog, hmc.damping, hmc.mass, hmc.adjusted,
@@ -204,7 +226,7 @@ def test_samplers_are_the_papers():
     assert p2d.SAMPLERS["LA-3-line"].make_kernel(p2d.PAPER).step_size == 0.001
     assert p2d.SAMPLERS["Reverse"].make_kernel(p2d.PAPER) is None
     assert p2d.SAMPLERS["Reverse"].reverse_step
-    assert not any(s.reverse_step for n, s in p2d.SAMPLERS.items() if n != "Reverse")
+    assert not any(s.reverse_step for n, s in p2d.SAMPLERS.items() if n != "Reverse" and not s.smc)
     with pytest.raises(ValueError, match="unknown HMC-2-line"):
         p2d.select_samplers(["HMC-2-line"])
 

@@ -58,12 +58,12 @@ def test_readme_names_samplers_as_the_demo_and_experiments_do():
     from compose.experiments.product2d import demo
     from compose.experiments.product2d.samplers import SAMPLERS
     paper = re.compile(r"(Reverse|U-LA|LA-\d+-line|U-HMC|HMC-\d+-line|HMC(-\d+)?-curve)"
-                       r"(-lobatto)?(-end(-ref)?)?\Z")     # the variants the README names
+                       r"(-lobatto)?(-end(-ref)?)?(\+SMC(-\d+)?)?\Z")     # the variants the README names
     names = [row[0] for row in demo.SAMPLERS] + list(SAMPLERS) + list(SAMPLER_NAMES)
     assert all(paper.match(name) for name in names), names
     text = README.read_text()
     assert "MALA-3-line" not in text and "U-LA, LA-3-line" in text
-    assert "`-lobatto`" in text and "`-end`" in text
+    assert "`-lobatto`" in text and "`-end`" in text and "`+SMC-K`" in text
 
 
 def test_readme_names_the_two_setup_commands():

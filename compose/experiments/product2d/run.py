@@ -51,7 +51,8 @@ def run_sampler(spec: SamplerSpec, components: Tuple[Component, Component],
     start = time.perf_counter()
     result = compose.sample(target, kernel, num_samples, steps_per_level=steps,
                             reverse_step=spec.reverse_step, generator=generator,
-                            event_shape=(2,), progress=progress)
+                            event_shape=(2,), progress=progress,
+                            smc=compose.SMC() if spec.smc else None)
     seconds = time.perf_counter() - start
     samples = result.samples.detach().cpu().float()
     if reference is None:

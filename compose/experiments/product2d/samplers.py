@@ -25,6 +25,9 @@ class SamplerSpec:
         budget_per_level: None for K steps at every level; otherwise the steps are spread
             over the levels by `compose.presets.steps_for_budget` within budget_per_level · T
             evaluations per sample (docs/presets.md).
+        smc: sequential Monte Carlo (`compose.SMC()`, docs/smc.md): Feynman–Kac weights and
+            resampling, the kernel's steps as moves, a reverse step after every level.
+        smc_steps: K of an SMC row (its moves per level; the table's K otherwise).
     """
 
     name: str
@@ -35,6 +38,8 @@ class SamplerSpec:
     reverse_step: bool = False
     rule: str = "trapezoid"
     budget_per_level: Optional[float] = None
+    smc: bool = False
+    smc_steps: Optional[int] = None
 
     @property
     def adjusted(self) -> bool:
@@ -50,6 +55,8 @@ class SamplerSpec:
         """K, or the per-level step counts of an end-loaded row, for this target and kernel."""
         if kernel is None:
             return 0
+        if self.smc_steps is not None:
+            return self.smc_steps
         if self.budget_per_level is None:
             return settings.steps_per_level
         budget = int(round(self.budget_per_level * settings.T))
@@ -91,6 +98,15 @@ def _specs() -> Dict[str, SamplerSpec]:
     specs.append(SamplerSpec("HMC-3-curve-lobatto", "hmc", _hmc(True), "curve", 1, rule="lobatto"))
     specs.append(SamplerSpec("HMC-curve-end", "hmc", _hmc(True), "curve", 0, budget_per_level=31.0))
     specs.append(SamplerSpec("HMC-curve-end-ref", "hmc", _hmc(True), "curve", 0, budget_per_level=39.6))
+    # Sequential Monte Carlo (docs/smc.md): the weighted reverse process, and resample-move
+    # with K moves per level of U-LA, LA-3-line and HMC-curve before each reverse step.
+    specs.append(SamplerSpec("Reverse+SMC", "reverse", _reverse, reverse_step=True, smc=True))
+    for k in (2, 5):
+        specs.append(SamplerSpec(f"U-LA+SMC-{k}", "ula", _ula, reverse_step=True, smc=True, smc_steps=k))
+        specs.append(SamplerSpec(f"LA-3-line+SMC-{k}", "mala", _mala, "line", 3, reverse_step=True,
+                                 smc=True, smc_steps=k))
+    specs.append(SamplerSpec("HMC-curve+SMC-2", "hmc", _hmc(True), "curve", 0, reverse_step=True,
+                             smc=True, smc_steps=2))
     return {s.name: s for s in specs}
 
 
@@ -137,6 +153,14 @@ def needed_evaluations(spec: SamplerSpec, settings: Settings, exact: bool = Fals
     K·n more, HMC-curve none more. With `exact` (energy components) no interior points.
     End-loaded rows: what their step counts cost (`compose.presets.evaluations_per_sample`).
     """
+    if spec.smc:          # counted by the plan: the levels an SMC run takes, each with its reverse step
+        ring, bar = analytic_components(settings.schedule())
+        target = compose.compile(compose.ScoreModel.from_analytic(ring) * bar, path=spec.path,
+                                 points=0 if exact else spec.points, rule=spec.rule)
+        kernel = spec.make_kernel(settings)
+        plan = target.plan_for(kernel, spec.steps(settings, target, kernel), 1, True,
+                               smc=compose.SMC())
+        return plan.terms[0].per_sample
     if spec.budget_per_level is not None:
         ring, bar = analytic_components(settings.schedule())
         target = compose.compile(compose.ScoreModel.from_analytic(ring) * bar, path=spec.path,
