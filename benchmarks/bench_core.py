@@ -55,6 +55,18 @@ def raw_time(net, rows, T, repeats=15):
     return statistics.median(times)
 
 
+def product_of_networks(levels: int):
+    """(the two timed networks, their product p0 * p1): residual MLPs with random weights as
+    ε-models on the cosine schedule with `levels` levels."""
+    schedule = compose.Schedule.cosine(levels)
+    nets = [Counting(ResidualMLP(T=levels)).eval() for _ in range(2)]
+    for net in nets:                      # zero-initialised output layers: give them weights
+        for p in net.parameters():
+            torch.nn.init.normal_(p, std=0.05)
+    models = [compose.ScoreModel(n, schedule, name=f"p{i}", event_shape=(2,)) for i, n in enumerate(nets)]
+    return nets, models[0] * models[1]
+
+
 SAMPLERS = [
     ("Reverse", None, {}, True),
     ("U-LA", lambda: compose.ULA(0.001), {}, False),
@@ -74,13 +86,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    schedule = compose.Schedule.cosine(args.levels)
-    nets = [Counting(ResidualMLP(T=args.levels)).eval() for _ in range(2)]
-    for net in nets:                      # zero-initialised output layers: give them weights
-        for p in net.parameters():
-            torch.nn.init.normal_(p, std=0.05)
-    models = [compose.ScoreModel(n, schedule, name=f"p{i}", event_shape=(2,)) for i, n in enumerate(nets)]
-    expr = models[0] * models[1]
+    nets, expr = product_of_networks(args.levels)
     N = args.chains
 
     print(f"{N} chains, T = {args.levels}, K = {args.steps}, {torch.get_num_threads()} thread(s), "

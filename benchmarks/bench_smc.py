@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import Counting  # noqa: E402  (the same timed wrapper)
+from bench_core import product_of_networks  # noqa: E402  (the same set-up)
 
 import compose  # noqa: E402
-from compose.models.nets import ResidualMLP  # noqa: E402
 
 SAMPLERS = [
     ("Reverse", None, {}),
@@ -41,13 +40,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    schedule = compose.Schedule.cosine(args.levels)
-    nets = [Counting(ResidualMLP(T=args.levels)).eval() for _ in range(2)]
-    for net in nets:
-        for p in net.parameters():
-            torch.nn.init.normal_(p, std=0.05)
-    models = [compose.ScoreModel(n, schedule, name=f"p{i}", event_shape=(2,)) for i, n in enumerate(nets)]
-    expr = models[0] * models[1]
+    nets, expr = product_of_networks(args.levels)
     smc = compose.SMC(start_level=args.levels)
     print(f"{args.chains} chains, T = {args.levels}, K = {args.steps}, {torch.get_num_threads()} thread(s)")
     print(f"{'sampler':<11}{'evals/sample':>13}{'overhead':>10}{'with SMC':>10}{'ratio':>8}")

@@ -173,11 +173,10 @@ def _descendants(pid):
 
 
 # -- interruption and resumption ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def killed(components, tmp_path_factory):
-    """A plain run killed with SIGKILL once block 1 has two checkpoints (block 0 finished)."""
-    out = tmp_path_factory.mktemp("killed") / "run"
-    command = [sys.executable, "-m", "compose.cli", *_argv(components, out)]
+def kill_after_checkpoints(argv, out):
+    """Run `compose <argv>` slowly in a process and SIGKILL it once block 1 of the run in
+    `out` has two checkpoints (block 0 finished)."""
+    command = [sys.executable, "-m", "compose.cli", *argv]
     process = subprocess.Popen(command, env=_env(SLOW_DELAY="0.02"), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -191,6 +190,13 @@ def killed(components, tmp_path_factory):
         process.wait()
     assert process.returncode == -signal.SIGKILL
     assert not (out / "samples.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def killed(components, tmp_path_factory):
+    """A plain run killed with SIGKILL once block 1 has two checkpoints (block 0 finished)."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    kill_after_checkpoints(_argv(components, out), out)
     return out
 
 

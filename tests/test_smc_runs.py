@@ -5,10 +5,7 @@ particle system's log-weights); the block size is the number of particles and ch
 The runs reuse the tiny set-up of tests/test_sample_runs.py (T = 12, 50 chains in blocks of 20).
 """
 import json
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ import torch
 import compose
 from compose import cli
 from compose.runs import RunError, block_seed, checkpoint, sample_run
-from test_sample_runs import _argv, _bits, _copy, _env, _run_all, components  # noqa: F401
+from test_sample_runs import _argv, _bits, _run_all, components, kill_after_checkpoints  # noqa: F401
 
 SMC_OPTIONS = ["--smc", "--ess-threshold", "0.7"]
 
@@ -66,19 +63,7 @@ def test_torchrun_with_2_processes_is_bitwise_the_plain_smc_run(components, smc_
 
 def test_sigkill_then_resume_is_bitwise_the_uninterrupted_smc_run(components, smc_reference, tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "compose.cli", *_argv(components, out, *SMC_OPTIONS)]
-    process = subprocess.Popen(command, env=_env(SLOW_DELAY="0.02"), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    try:
-        while len(list((out / "blocks").glob("block-000001.t*.ckpt"))) < 2:
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoints appeared"
-            time.sleep(0.005)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert not (out / "samples.pt").exists()
+    kill_after_checkpoints(_argv(components, out, *SMC_OPTIONS), out)
     state = checkpoint.load(sorted((out / "blocks").glob("block-000001.t*.ckpt"))[0])["smc_state"]
     assert state["log_weights"].dtype == torch.float64 and state["log_weights"].shape == (20,)
     assert cli.main(_argv(components, out, *SMC_OPTIONS, "--resume")) == 0
