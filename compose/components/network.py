@@ -20,6 +20,8 @@ own dtype; its output is converted back to the input's dtype (docs/pretrained.md
 """
 from __future__ import annotations
 
+import contextlib
+
 import inspect
 import itertools
 import math
@@ -231,12 +233,25 @@ class NetworkComponent(Component):
         inputs = (self.network_input(x), self.network_levels(x, t))
         keywords = self.network_keywords(x, conditions)
         try:
-            return self.net(*inputs, **keywords)
+            with _attention_backend(inputs[0]):
+                return self.net(*inputs, **keywords)
         except Exception as error:
             if hasattr(error, "add_note"):                  # Python ≥ 3.11
                 error.add_note(f"raised by the network of component '{self.name}' on an input of "
                                f"shape {tuple(x.shape)} at level {t}")
             raise
+
+
+def _attention_backend(x: torch.Tensor):
+    """The math kernel of scaled-dot-product attention for bfloat16 on a CPU without AVX-512:
+    torch 2.13's fused CPU kernel packs bfloat16 with AVX-512 instructions and fails
+    ("pack_vnni2 is only supported when avx512 is supported") on AVX2 and older CPUs; the math
+    kernel computes the same attention. Elsewhere nothing changes."""
+    if (isinstance(x, torch.Tensor) and x.dtype == torch.bfloat16 and x.device.type == "cpu"
+            and torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16")):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 def _check_offset(level_offset) -> int:
