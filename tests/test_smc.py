@@ -239,7 +239,7 @@ def test_guidance_cross_term_in_the_square_norms():
 def test_zero_extra_evaluations(product):
     target, _ = product
     for kernel, steps in [(None, 0), (compose.ULA(0.01), 3), (compose.MALA(0.01), 3),
-                          (compose.HMC(0.02, num_leapfrog=3), 2)]:
+                          (compose.HMC(0.02, num_leapfrog=3), 2), (compose.RandomWalkMH(0.1), 2)]:
         with_smc = compose.sample(target, kernel, 50, steps, smc=compose.SMC(), progress=False,
                                   generator=torch.Generator().manual_seed(0))
         without = compose.sample(target, kernel, 50, steps, reverse_step=True, progress=False,

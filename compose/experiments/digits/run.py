@@ -18,7 +18,7 @@ from compose.experiments import commandline
 from compose.experiments.reporting import (SMOKE_TEST, environment, format_acceptance, seed_from,
                                              write_json)
 from compose.models.classifier_training import classifier_accuracy
-from compose.models.data import NUM_CLASSES, DigitsSplit, digits_split
+from compose.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsSplit, digits_split
 from compose.models.unet import DigitClassifier
 from compose.schedule import Schedule
 from compose.tuning import TuningResult, tune_step_size
@@ -68,12 +68,17 @@ def run_sampler(spec: SamplerSpec, model, guide_net: nn.Module, eval_net: DigitC
     step = steps[spec.tuned_as].step_size if spec.tuned_as else None
     kernel = make_kernel(spec.family, step, settings) if step is not None else None
     start = time.perf_counter()
-    result = compose.sample(target, kernel, labels.numel(),
-                            steps_per_level=spec.steps(settings, target, kernel),
-                            reverse_step=True, generator=generator, device=generator.device,
-                            progress=progress)
+    if spec.smc:
+        samples, result = _per_class_smc(model, guide_net, labels, scale, schedule, spec, settings,
+                                         kernel, generator, progress)
+    else:
+        result = compose.sample(target, kernel, labels.numel(),
+                                steps_per_level=spec.steps(settings, target, kernel),
+                                reverse_step=True, generator=generator, device=generator.device,
+                                progress=progress)
+        samples = result.samples
     seconds = time.perf_counter() - start
-    samples = result.samples.detach().clamp(-1.0, 1.0)
+    samples = samples.detach().clamp(-1.0, 1.0)
     with torch.no_grad():
         features = eval_net.features(samples)
     per_sample = result.diagnostics.evaluations_per_sample()
@@ -87,6 +92,25 @@ def run_sampler(spec: SamplerSpec, model, guide_net: nn.Module, eval_net: DigitC
                                                 if k != "model")),
             "divergences": result.diagnostics.divergences,
             "step": None if step is None else [step.a, step.b], "seconds": seconds}
+
+
+def _per_class_smc(model, guide_net, labels, scale, schedule, spec, settings, kernel, generator,
+                   progress):
+    """SMC (docs/smc.md) with one particle system per class: the rows of the batch ask for
+    different classes, and resampling within one system would mix them. Returns the samples in
+    the order of `labels` and the last class's result (whose per-sample evaluations and
+    diagnostics are those of every class: the systems are alike)."""
+    samples = torch.empty((labels.numel(),) + tuple(IMAGE_SHAPE), device=generator.device)
+    result = None
+    for k in torch.unique(labels).tolist():
+        rows = (labels == k).nonzero().flatten()
+        target = guided_target(model, guide_net, labels[rows], scale, schedule, spec)
+        result = compose.sample(target, kernel, rows.numel(),
+                                steps_per_level=spec.steps(settings, target, kernel),
+                                generator=generator, device=generator.device, progress=progress,
+                                smc=compose.SMC())
+        samples[rows] = result.samples
+    return samples, result
 
 
 # -- the experiment -------------------------------------------------------------------------

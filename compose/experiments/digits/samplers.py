@@ -17,7 +17,8 @@ class SamplerSpec:
     """One row of the table: its name, family ("reverse", "ula", "mala", "uhmc", "hmc"), the
     Δ path, interior points and quadrature rule of the score model (docs/quadrature.md), and
     whether its steps are end-loaded within the evaluations of K steps at every level
-    (docs/presets.md)."""
+    (docs/presets.md), and whether it runs sequential Monte Carlo (docs/smc.md): one particle
+    system per class, since the batch's rows ask for different classes."""
 
     name: str
     family: str
@@ -25,6 +26,7 @@ class SamplerSpec:
     points: int = 0
     rule: str = "trapezoid"
     end_loaded: bool = False
+    smc: bool = False
 
     @property
     def adjusted(self) -> bool:
@@ -50,7 +52,7 @@ class SamplerSpec:
 #: Rows beyond the table: Gauss–Lobatto Δ at fewer (LA) or the same (HMC) evaluations, and
 #: HMC-3-curve with its steps end-loaded.
 EXTRA_SAMPLER_NAMES = ("LA-1-line-lobatto", "LA-2-line-lobatto", "HMC-3-curve-lobatto",
-                       "HMC-3-curve-end")
+                       "HMC-3-curve-end", "Reverse+SMC", "U-LA+SMC", "HMC-3-curve+SMC")
 
 
 def sampler_specs(settings: Settings, names: Optional[Sequence[str]] = None) -> List[SamplerSpec]:
@@ -63,7 +65,9 @@ def sampler_specs(settings: Settings, names: Optional[Sequence[str]] = None) -> 
              SamplerSpec("LA-1-line-lobatto", "mala", "line", 1, rule="lobatto"),
              SamplerSpec("LA-2-line-lobatto", "mala", "line", 2, rule="lobatto"),
              SamplerSpec("HMC-3-curve-lobatto", "hmc", "curve", settings.curve_points, rule="lobatto"),
-             SamplerSpec("HMC-3-curve-end", "hmc", "curve", settings.curve_points, end_loaded=True)]
+             SamplerSpec("HMC-3-curve-end", "hmc", "curve", settings.curve_points, end_loaded=True),
+             SamplerSpec("Reverse+SMC", "reverse", smc=True), SamplerSpec("U-LA+SMC", "ula", smc=True),
+             SamplerSpec("HMC-3-curve+SMC", "hmc", "curve", settings.curve_points, smc=True)]
     if names is None:
         return specs[:5]
     known = [s.name for s in specs]
