@@ -310,6 +310,8 @@ def test_all_weights_zero_is_a_clear_error(product, monkeypatch):
 def test_the_cosine_schedule_starts_below_its_huge_top_steps():
     cosine = compose.Schedule.cosine(100)
     assert default_start_level(cosine) == 96 and default_start_level(S) == 100
+    assert default_start_level(compose.Schedule.cosine(40)) == 39          # only β_T = 0.999 skipped
+    assert default_start_level(compose.Schedule.linear(1000).respaced(10)) == 10
     a, b = gm([A[0]], [A[1]], "a", schedule=cosine), gm([B[0]], [B[1]], "b", schedule=cosine)
     result = compose.sample(compose.compile(a * b), None, 100, smc=compose.SMC(), progress=False)
     assert result.diagnostics.levels[0].level == 96 and len(result.diagnostics.levels) == 96

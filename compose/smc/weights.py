@@ -33,22 +33,26 @@ def rate_factor(target: Target, t: int) -> float:
     return -math.log1p(-target.schedule.beta(t))
 
 
-#: The automatic start: the highest level whose step spans at most this much continuous time
-#: (b_t = −log(1 − β_t) ≤ 0.5) among those whose ᾱ_t ≤ START_ALPHA_BAR (where the components'
-#: marginals are N(0, I) to within √ᾱ_t of the data's scale).
+#: The automatic start: among the top levels whose ᾱ_t ≤ START_ALPHA_BAR (where the
+#: components' marginals are N(0, I) to within √ᾱ_t of the data's scale), the highest whose step
+#: spans at most START_RATE of continuous time (b_t = −log(1 − β_t)); failing that, the highest
+#: level whose β_t ≤ START_BETA (skipping only the clipped steps near β = 0.999).
 START_RATE = 0.5
 START_ALPHA_BAR = 1e-2
+START_BETA = 0.9
 
 
 def default_start_level(schedule) -> int:
     """Where `compose.SMC` starts by default: T, unless the top levels take steps too large for
-    the weights (the cosine schedule caps β_T at 0.999: b_T ≈ 6.9), in which case the highest
-    level t with b_t ≤ `START_RATE` and ᾱ_t ≤ `START_ALPHA_BAR`; T when there is none."""
+    the weights (the cosine schedule caps β_T at 0.999: b_T ≈ 6.9); see `START_RATE`."""
     T = schedule.T
     for t in range(T, 0, -1):
-        if schedule.alpha_bar(t) > START_ALPHA_BAR:
+        if schedule.alpha_bar(t) > START_ALPHA_BAR and t < T:
             break
         if -math.log1p(-schedule.beta(t)) <= START_RATE:
+            return t
+    for t in range(T, 0, -1):
+        if schedule.beta(t) <= START_BETA:
             return t
     return T
 
