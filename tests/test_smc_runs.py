@@ -47,10 +47,32 @@ def test_outputs_report_log_normaliser_per_block(smc_reference, components, caps
     assert [b["log_normaliser"] for b in diagnostics["blocks"]] == estimates
     level = diagnostics["levels"][0]["smc"]
     assert 0 < level["ess_fraction"] <= 1 and 0 <= level["resampled_blocks"] <= 3
+    assert "final_ess_fraction" not in level
+    blocks = [b["levels"][-1]["smc"]["final_ess"] / (b["rows"][1] - b["rows"][0])
+              for b in diagnostics["blocks"]]
+    assert diagnostics["levels"][-1]["smc"]["final_ess_fraction"] == pytest.approx(
+        (20 * blocks[0] + 20 * blocks[1] + 10 * blocks[2]) / 50, rel=1e-12)
+    # pooled: log of the particle-weighted mean of the blocks' Ẑ (rows 20, 20, 10 of 50)
+    pooled = float(torch.logsumexp(torch.tensor(estimates, dtype=torch.float64)
+                                   + torch.tensor([0.4, 0.4, 0.2], dtype=torch.float64).log(), 0))
+    assert diagnostics["smc"]["log_normaliser_pooled"] == pytest.approx(pooled, rel=1e-12)
+    assert diagnostics["smc"]["log_normaliser_pooled"] >= diagnostics["smc"]["log_normaliser_mean"] - 1e-12
+    printed = compose.runs.outputs.summary(diagnostics)
+    assert f"log Ẑ per block {min(estimates):.4g} to {max(estimates):.4g}" in printed
+    assert f"pooled log Σ (n_b/N) Ẑ_b {pooled:.4g}" in printed
     run = json.loads((smc_reference / "run.json").read_text())
     assert run["settings"]["smc"]["ess_threshold"] == 0.7
     assert run["settings"]["variance"] == "large" and run["settings"]["reverse_step"] is True
     assert "SMC" in (smc_reference / "plan.txt").read_text()
+
+
+def test_the_pooled_log_normaliser_averages_the_blocks_z():
+    from compose.runs.outputs import pooled_log_normaliser
+    assert pooled_log_normaliser([0.0, np.log(3.0)], [0.5, 0.5]) == pytest.approx(np.log(2.0), rel=1e-15)
+    assert pooled_log_normaliser([-800.0, -800.0 + np.log(3.0)], [0.75, 0.25]) == pytest.approx(
+        -800.0 + np.log(1.5), rel=1e-15)                    # no underflow far below exp's range
+    assert pooled_log_normaliser([2.5], [1.0]) == 2.5
+    assert pooled_log_normaliser([float("-inf")] * 2, [0.5, 0.5]) == float("-inf")
 
 
 def test_torchrun_with_2_processes_is_bitwise_the_plain_smc_run(components, smc_reference, tmp_path):
