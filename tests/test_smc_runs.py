@@ -217,6 +217,15 @@ def test_a_resume_with_other_smc_options_is_refused(components, smc_reference, c
     assert "ess_threshold" in capsys.readouterr().err
     assert cli.main(_argv(components, smc_reference, "--resume")) == 2       # without --smc
     assert "smc" in capsys.readouterr().err
+    for option, value, name in [("--resampling", "residual", "resampling"),
+                                ("--smc-increment", "left", "increment"),
+                                ("--start-level", "10", "start_level")]:
+        assert cli.main(_argv(components, smc_reference, *SMC_OPTIONS, option, value, "--resume")) == 2
+        err = capsys.readouterr().err
+        assert name in err and value in err, err
+    before = (smc_reference / "samples.pt").read_bytes()
+    assert cli.main(_argv(components, smc_reference, *SMC_OPTIONS, "--resume")) == 0  # the same: taken
+    assert (smc_reference / "samples.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize("options, message", [
@@ -260,3 +269,18 @@ def test_the_readme_smc_command_runs(tmp_path, capsys):
     argv[argv.index("--samples") + 1] = argv[argv.index("--block-size") + 1] = "200"
     assert cli.main(argv + ["--no-picture"]) == 0
     assert "log Ẑ" in capsys.readouterr().out
+
+
+# -- on a GPU (skipped without one; `pytest -m gpu`) -----------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_sigkill_then_resume_is_bitwise_the_uninterrupted_smc_run(components, tmp_path, capsys):
+    """The particle system of a CUDA run is checkpointed (float64 weights on the host), passes
+    the checks on resume, and continues bitwise."""
+    whole, out = tmp_path / "whole", tmp_path / "run"
+    options = [*SMC_OPTIONS, "--device", "cuda"]
+    assert cli.main(_argv(components, whole, *options)) == 0
+    kill_after_checkpoints(_argv(components, out, *options), out)
+    assert cli.main(_argv(components, out, *options, "--resume")) == 0
+    assert "block 1" not in capsys.readouterr().err          # no checkpoint refused
+    assert np.array_equal(_bits(out / "samples.pt"), _bits(whole / "samples.pt"))
