@@ -5,6 +5,7 @@ particle system's log-weights); the block size is the number of particles and ch
 The runs reuse the tiny set-up of tests/test_sample_runs.py (T = 12, 50 chains in blocks of 20).
 """
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 import compose
 from compose import cli
 from compose.runs import RunError, block_seed, checkpoint, sample_run
-from test_sample_runs import _argv, _bits, _run_all, components, kill_after_checkpoints  # noqa: F401
+from test_sample_runs import _argv, _bits, _run_all, components, kill_after_checkpoints, reference  # noqa: F401
 
 SMC_OPTIONS = ["--smc", "--ess-threshold", "0.7"]
 
@@ -46,10 +47,32 @@ def test_outputs_report_log_normaliser_per_block(smc_reference, components, caps
     assert [b["log_normaliser"] for b in diagnostics["blocks"]] == estimates
     level = diagnostics["levels"][0]["smc"]
     assert 0 < level["ess_fraction"] <= 1 and 0 <= level["resampled_blocks"] <= 3
+    assert "final_ess_fraction" not in level
+    blocks = [b["levels"][-1]["smc"]["final_ess"] / (b["rows"][1] - b["rows"][0])
+              for b in diagnostics["blocks"]]
+    assert diagnostics["levels"][-1]["smc"]["final_ess_fraction"] == pytest.approx(
+        (20 * blocks[0] + 20 * blocks[1] + 10 * blocks[2]) / 50, rel=1e-12)
+    # pooled: log of the particle-weighted mean of the blocks' Ẑ (rows 20, 20, 10 of 50)
+    pooled = float(torch.logsumexp(torch.tensor(estimates, dtype=torch.float64)
+                                   + torch.tensor([0.4, 0.4, 0.2], dtype=torch.float64).log(), 0))
+    assert diagnostics["smc"]["log_normaliser_pooled"] == pytest.approx(pooled, rel=1e-12)
+    assert diagnostics["smc"]["log_normaliser_pooled"] >= diagnostics["smc"]["log_normaliser_mean"] - 1e-12
+    printed = compose.runs.outputs.summary(diagnostics)
+    assert f"log Ẑ per block {min(estimates):.4g} to {max(estimates):.4g}" in printed
+    assert f"pooled log Σ (n_b/N) Ẑ_b {pooled:.4g}" in printed
     run = json.loads((smc_reference / "run.json").read_text())
     assert run["settings"]["smc"]["ess_threshold"] == 0.7
     assert run["settings"]["variance"] == "large" and run["settings"]["reverse_step"] is True
     assert "SMC" in (smc_reference / "plan.txt").read_text()
+
+
+def test_the_pooled_log_normaliser_averages_the_blocks_z():
+    from compose.runs.outputs import pooled_log_normaliser
+    assert pooled_log_normaliser([0.0, np.log(3.0)], [0.5, 0.5]) == pytest.approx(np.log(2.0), rel=1e-15)
+    assert pooled_log_normaliser([-800.0, -800.0 + np.log(3.0)], [0.75, 0.25]) == pytest.approx(
+        -800.0 + np.log(1.5), rel=1e-15)                    # no underflow far below exp's range
+    assert pooled_log_normaliser([2.5], [1.0]) == 2.5
+    assert pooled_log_normaliser([float("-inf")] * 2, [0.5, 0.5]) == float("-inf")
 
 
 def test_torchrun_with_2_processes_is_bitwise_the_plain_smc_run(components, smc_reference, tmp_path):
@@ -68,6 +91,102 @@ def test_sigkill_then_resume_is_bitwise_the_uninterrupted_smc_run(components, sm
     assert state["log_weights"].dtype == torch.float64 and state["log_weights"].shape == (20,)
     assert cli.main(_argv(components, out, *SMC_OPTIONS, "--resume")) == 0
     assert np.array_equal(_bits(out / "samples.pt"), _bits(smc_reference / "samples.pt"))
+
+
+@pytest.fixture(scope="module")
+def smc_killed(components, tmp_path_factory):
+    """An SMC run killed with SIGKILL once block 1 has two checkpoints (block 0 finished)."""
+    out = tmp_path_factory.mktemp("smc_killed") / "run"
+    kill_after_checkpoints(_argv(components, out, *SMC_OPTIONS), out)
+    return out
+
+
+def _forge_latest_smc_checkpoint(killed, tmp_path, change):
+    """A copy of the killed run whose latest checkpoint of block 1 has `change` applied to its
+    SMC state (and a valid checksum); returns (the run's directory, that checkpoint's path)."""
+    out = tmp_path / "run"
+    shutil.copytree(killed, out)
+    path = sorted((out / "blocks").glob("block-000001.t*.ckpt"))[0]
+    payload = checkpoint.load(path)
+    change(payload["smc_state"])
+    checkpoint.save(path, payload)
+    return out, path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: None, None),                      # the control: the re-saved state is taken
+    (lambda s: s.update(pending=None, pending_level=None), "holds a pending excess missing"),
+    (lambda s: s.update(pending_level=s["pending_level"] + 1), "holds a pending step from level"),
+    (lambda s: s.update(log_weights=s["log_weights"].float()), "holds log-weights a torch.float32"),
+    (lambda s: s.update(pending=s["pending"].float()), "holds a pending excess a torch.float32"),
+    (lambda s: s.update(log_weights=s["log_weights"][:5]), "expected a torch.float64 tensor of shape (20,)"),
+    (lambda s: s["log_weights"].fill_(float("inf")), "holds NaN or +inf log-weights"),
+    (lambda s: s["log_weights"].add_(3.0), "not normalised (log Σ W = 3"),
+    (lambda s: s.update(log_normaliser=torch.tensor(float("nan"), dtype=torch.float64)),
+     "a log-normaliser of nan"),
+    (lambda s: s.update(log_normaliser=torch.zeros(1, dtype=torch.float64)), "expected a 0-d"),
+])
+def test_a_forged_smc_state_is_named_and_the_run_resumes_bitwise(smc_killed, components, smc_reference,
+                                                                 tmp_path, capsys, change, message):
+    """Each field of a checkpoint's particle system is checked: a wrong one is named, its
+    checkpoint removed and the block continued from the one before, still bitwise the same."""
+    out, path = _forge_latest_smc_checkpoint(smc_killed, tmp_path, change)
+    assert cli.main(_argv(components, out, *SMC_OPTIONS, "--resume")) == 0
+    err = capsys.readouterr().err
+    if message is None:
+        assert "block 1" not in err, err
+    else:
+        assert message in err and str(path) in err and "continues from its checkpoint after level" in err, err
+    assert np.array_equal(_bits(out / "samples.pt"), _bits(smc_reference / "samples.pt"))
+
+
+def test_zero_weights_at_a_resampling_level_stop_the_block(smc_killed, components, tmp_path):
+    """Every particle's increment −inf (a pending excess of NaN): the particle system resamples
+    them back to equal weights, so the block itself refuses the level's infinite increment
+    (instead of going on with log Ẑ = −inf)."""
+    out, _ = _forge_latest_smc_checkpoint(smc_killed, tmp_path, lambda s: s["pending"].fill_(float("nan")))
+    with pytest.raises(FloatingPointError, match=r"block 1, level \d+: every particle's Feynman–Kac "
+                                                 r"weight is zero .* increment is -inf"):
+        cli.main(_argv(components, out, *SMC_OPTIONS, "--resume"))
+    assert not (out / "samples.pt").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["diagnostics"][3].update(smc=None), "level 9 hold no SMC diagnostics in a run with SMC"),
+    (lambda p: p["diagnostics"][0]["smc"].update(resampled=1), "smc is a dict of 5"),
+    (lambda p: p["diagnostics"][0]["smc"].pop("ess"), "smc is a dict of 4"),
+    (lambda p: p["diagnostics"][1]["smc"].update(ess=20.5), "level 11 hold an ESS of 20.5, expected a number in [0, 20]"),
+    (lambda p: p["diagnostics"][1]["smc"].update(ancestors=0), "level 11 hold 0 distinct ancestors, expected 1..20"),
+    (lambda p: p["diagnostics"][2]["smc"].update(log_normaliser_increment=float("-inf")),
+     "level 10 hold a log-normaliser increment of -inf"),
+    (lambda p: p["diagnostics"][2]["smc"].update(final_ess=3.0), "level 10 hold a final ESS of 3.0, expected None"),
+    (lambda p: p["diagnostics"][11]["smc"].update(final_ess=None), "level 1 hold a final ESS of None"),
+])
+def test_a_forged_smc_block_file_is_named_and_resampled(smc_reference, components, tmp_path, capsys,
+                                                       change, message):
+    out = tmp_path / "run"
+    shutil.copytree(smc_reference, out)
+    path = out / "blocks" / "block-000000.pt"
+    payload = checkpoint.load(path)
+    change(payload)
+    checkpoint.save(path, payload)
+    assert cli.main(_argv(components, out, *SMC_OPTIONS, "--resume")) == 0
+    err = capsys.readouterr().err
+    assert message in err and "block 0" in err and "sampling it again" in err, err
+    assert np.array_equal(_bits(out / "samples.pt"), _bits(smc_reference / "samples.pt"))
+
+
+def test_smc_diagnostics_in_a_plain_run_s_block_file_are_refused(reference, components, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    path = out / "blocks" / "block-000000.pt"
+    payload = checkpoint.load(path)
+    payload["diagnostics"][0]["smc"] = {"ess": 20.0, "resampled": False, "ancestors": 20,
+                                        "log_normaliser_increment": 0.0, "final_ess": None}
+    checkpoint.save(path, payload)
+    assert cli.main(_argv(components, out, "--resume")) == 0
+    assert "level 12 hold SMC diagnostics in a run without SMC" in capsys.readouterr().err
+    assert np.array_equal(_bits(out / "samples.pt"), _bits(reference / "samples.pt"))
 
 
 def test_a_damaged_smc_state_falls_back_to_the_previous_checkpoint(components, smc_reference, tmp_path, capsys):
@@ -98,6 +217,15 @@ def test_a_resume_with_other_smc_options_is_refused(components, smc_reference, c
     assert "ess_threshold" in capsys.readouterr().err
     assert cli.main(_argv(components, smc_reference, "--resume")) == 2       # without --smc
     assert "smc" in capsys.readouterr().err
+    for option, value, name in [("--resampling", "residual", "resampling"),
+                                ("--smc-increment", "left", "increment"),
+                                ("--start-level", "10", "start_level")]:
+        assert cli.main(_argv(components, smc_reference, *SMC_OPTIONS, option, value, "--resume")) == 2
+        err = capsys.readouterr().err
+        assert name in err and value in err, err
+    before = (smc_reference / "samples.pt").read_bytes()
+    assert cli.main(_argv(components, smc_reference, *SMC_OPTIONS, "--resume")) == 0  # the same: taken
+    assert (smc_reference / "samples.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize("options, message", [
@@ -141,3 +269,18 @@ def test_the_readme_smc_command_runs(tmp_path, capsys):
     argv[argv.index("--samples") + 1] = argv[argv.index("--block-size") + 1] = "200"
     assert cli.main(argv + ["--no-picture"]) == 0
     assert "log Ẑ" in capsys.readouterr().out
+
+
+# -- on a GPU (skipped without one; `pytest -m gpu`) -----------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_sigkill_then_resume_is_bitwise_the_uninterrupted_smc_run(components, tmp_path, capsys):
+    """The particle system of a CUDA run is checkpointed (float64 weights on the host), passes
+    the checks on resume, and continues bitwise."""
+    whole, out = tmp_path / "whole", tmp_path / "run"
+    options = [*SMC_OPTIONS, "--device", "cuda"]
+    assert cli.main(_argv(components, whole, *options)) == 0
+    kill_after_checkpoints(_argv(components, out, *options), out)
+    assert cli.main(_argv(components, out, *options, "--resume")) == 0
+    assert "block 1" not in capsys.readouterr().err          # no checkpoint refused
+    assert np.array_equal(_bits(out / "samples.pt"), _bits(whole / "samples.pt"))

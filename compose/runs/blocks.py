@@ -96,7 +96,7 @@ def load_block(files: BlockFiles, b: int, digest: str, rows: Tuple[int, int],
     payload = checkpoint.load(path)
     _check_payload(payload, path, digest, b, rows)
     _check_tensor(payload, "samples", path, settings, rows)
-    _check_diagnostics(payload, path, T, 1)
+    _check_diagnostics(payload, path, T, 1, rows, settings.smc is not None)
     return payload
 
 
@@ -123,34 +123,46 @@ def load_checkpoint(path: Path, b: int, level: int, digest: str, rows: Tuple[int
         raise checkpoint.DamagedFile(f"{path}: generator state {_describe(state)}, expected a "
                                      f"{expected.dtype} tensor of shape {tuple(expected.shape)} "
                                      f"(a {device.type} generator)")
-    _check_diagnostics(payload, path, T, level)
+    _check_diagnostics(payload, path, T, level, rows, settings.smc is not None)
     if settings.smc is not None:
-        _check_smc_state(payload, path, rows)
+        _check_smc_state(payload, path, rows, level, device)
     return payload
 
 
-def _check_smc_state(payload, path, rows) -> None:
-    """An SMC checkpoint's particle system: float64 log-weights and pending excess per chain of
-    the block, a 0-d log-normaliser and the pending step's level."""
+#: How far from 0 the log-sum-exp of a checkpoint's normalised log-weights may be (rounding).
+_NORMALISED = 1e-4
+
+
+def _check_smc_state(payload, path, rows, level: int, device: torch.device) -> None:
+    """An SMC checkpoint's particle system after `level`: log-weights (one per chain of the
+    block, float64, or float32 on MPS) that are normalised, log Σ_i exp(log W_i) = 0, with no
+    NaN or +inf; a finite 0-d log-normaliser; the excess of the step `level` → `level` − 1 that
+    the next level completes (`pending_level` = `level`), of the weights' dtype."""
     state, n = payload.get("smc_state"), rows[1] - rows[0]
+    dtype = torch.float32 if device.type == "mps" else torch.float64
     problem = None
     if not isinstance(state, dict):
         problem = f"an SMC state that is {_describe(state)}"
     else:
-        weights, total, pending, level = (state.get("log_weights"), state.get("log_normaliser"),
-                                          state.get("pending"), state.get("pending_level"))
-        if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (n,) \
-                or not weights.is_floating_point():
-            problem = f"log-weights {_describe(weights)}, expected a float tensor of shape ({n},)"
-        elif not isinstance(total, torch.Tensor) or total.dim() != 0:
-            problem = f"a log-normaliser {_describe(total)}, expected a 0-d tensor"
-        elif pending is not None and (not isinstance(pending, torch.Tensor)
-                                      or tuple(pending.shape) != (n,)):
-            problem = f"a pending excess {_describe(pending)}, expected a tensor of shape ({n},)"
-        elif (pending is None) != (level is None) or (level is not None and not _integer(level)):
-            problem = f"a pending level {level!r} that does not match its pending excess"
-        elif bool(torch.isnan(weights).any()):
-            problem = "NaN log-weights"
+        weights, total, pending, pending_level = (state.get("log_weights"), state.get("log_normaliser"),
+                                                  state.get("pending"), state.get("pending_level"))
+        if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (n,) or weights.dtype != dtype:
+            problem = f"log-weights {_describe(weights)}, expected a {dtype} tensor of shape ({n},)"
+        elif not isinstance(total, torch.Tensor) or total.dim() != 0 or total.dtype != dtype:
+            problem = f"a log-normaliser {_describe(total)}, expected a 0-d {dtype} tensor"
+        elif not isinstance(pending, torch.Tensor) or tuple(pending.shape) != (n,) \
+                or pending.dtype != dtype:
+            problem = (f"a pending excess {_describe(pending)}, expected a {dtype} tensor of shape "
+                       f"({n},) (the step {level} → {level - 1})")
+        elif not _integer(pending_level) or pending_level != level:
+            problem = f"a pending step from level {pending_level!r}, expected {level}"
+        elif bool(torch.isnan(weights).any()) or bool(torch.isposinf(weights).any()):
+            problem = "NaN or +inf log-weights"
+        elif not abs(float(torch.logsumexp(weights, 0))) <= _NORMALISED:
+            problem = (f"log-weights that are not normalised (log Σ W = "
+                       f"{float(torch.logsumexp(weights, 0)):.3g}, expected 0)")
+        elif not math.isfinite(float(total)):
+            problem = f"a log-normaliser of {float(total)}, expected a finite number"
     if problem is not None:
         raise checkpoint.DamagedFile(f"{path}: holds {problem}")
 
@@ -181,9 +193,11 @@ def _check_tensor(payload, key, path, settings: SampleSettings, rows) -> None:
 _DIAGNOSTICS = {f.name for f in fields(LevelDiagnostics)}
 
 
-def _check_diagnostics(payload, path, T: int, last: int) -> None:
+def _check_diagnostics(payload, path, T: int, last: int, span: Tuple[int, int],
+                       smc: bool = False) -> None:
     """payload['diagnostics'] holds one dict per level T, T − 1, …, `last`, with the fields of
-    `LevelDiagnostics` (numbers, or dicts of label → number such as the evaluations)."""
+    `LevelDiagnostics` (numbers, or dicts of label → number such as the evaluations); `smc`
+    at every level of an SMC run (`_check_smc_level`) and None at every level of the others."""
     rows = payload.get("diagnostics")
     count = T - last + 1
     if not isinstance(rows, list) or len(rows) != count:
@@ -202,8 +216,33 @@ def _check_diagnostics(payload, path, T: int, last: int) -> None:
                            f"{_shown(row[wrong[0]])} (level, steps and divergences are integers, "
                            "evaluations and acceptance_quantiles dicts of label → number, the "
                            "others numbers)")
+        if problem is None:
+            problem = _check_smc_level(row["smc"], expected, span[1] - span[0], smc)
         if problem is not None:
             raise checkpoint.DamagedFile(f"{path}: the diagnostics of level {expected} hold {problem}")
+
+
+def _check_smc_level(value, level: int, n: int, smc: bool) -> Optional[str]:
+    """What is wrong with a level's `smc` diagnostics (already of their kinds, `_smc_level`) in
+    a block of n particles, or None: present exactly in SMC runs, 0 ≤ ESS ≤ n, 1 ≤ distinct
+    ancestors ≤ n, a finite log-normaliser increment, the final ESS at level 1 only."""
+    if (value is None) == smc:
+        return ("no SMC diagnostics in a run with SMC" if smc
+                else "SMC diagnostics in a run without SMC")
+    if value is None:
+        return None
+    if not 0 <= value["ess"] <= n * (1 + 1e-9):
+        return f"an ESS of {value['ess']!r}, expected a number in [0, {n}]"
+    if not 1 <= value["ancestors"] <= n:
+        return f"{value['ancestors']!r} distinct ancestors, expected 1..{n}"
+    if not math.isfinite(value["log_normaliser_increment"]):
+        return (f"a log-normaliser increment of {value['log_normaliser_increment']!r}, expected a "
+                "finite number")
+    final = value["final_ess"]
+    if (final is None) != (level != 1) or (final is not None and not 0 <= final <= n * (1 + 1e-9)):
+        return (f"a final ESS of {final!r}, expected " +
+                (f"a number in [0, {n}] at level 1" if level == 1 else "None above level 1"))
+    return None
 
 
 def _integer(value) -> bool:
@@ -299,6 +338,7 @@ def run_block(b: int, settings: SampleSettings, digest: str, target, kernel, ada
                        start=start, multiplier=multiplier, variance=settings.variance,
                        adaptation=adaptation, smc=smc, smc_state=smc_state):
         x, multiplier = step.x, step.multiplier
+        _check_weights_alive(step.diagnostics, b)
         levels.append(asdict(step.diagnostics))
         done = T - step.level + 1
         if step.level > 1 and done % checkpoint_every == 0:
@@ -312,6 +352,19 @@ def run_block(b: int, settings: SampleSettings, digest: str, target, kernel, ada
     for _, path in files.checkpoints(b):
         path.unlink(missing_ok=True)
     return payload
+
+
+def _check_weights_alive(level: LevelDiagnostics, b: int) -> None:
+    """Refuse a level whose log-normaliser increment log Σ_i W_i exp(Δ_i) is not finite: every
+    particle's weight was zero (or NaN). The particle system reports that itself only where it
+    did not resample; where it did, the weights came back uniform and the run would go on with
+    log Ẑ = −inf, so the block stops here as it does elsewhere."""
+    increment = None if level.smc is None else level.smc.log_normaliser_increment
+    if increment is not None and not math.isfinite(increment):
+        raise FloatingPointError(
+            f"block {b}, level {level.level}: every particle's Feynman–Kac weight is zero (the "
+            f"level's log-normaliser increment is {increment}): the weight increments were not "
+            "finite; check the components' scores at this level, or take more levels")
 
 
 def _save_checkpoint(files, b, rows, digest, level, x, multiplier, generator, levels,

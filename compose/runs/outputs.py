@@ -8,7 +8,8 @@
                        diagnostics.json ("images")
     images.png         a grid of the first images, the composition as its title
     diagnostics.json   per level, over all chains: acceptance, mean |Δ|, divergences,
-                       evaluations per sample, step size; and the same for every block
+                       evaluations per sample, step size; and the same for every block;
+                       in an SMC run also the ESS per level and log Ẑ per block and pooled
     plan.txt / .json   the sampler plan: network evaluations per step, level and sample
     samples.png        a scatter for 2-D samples
     run.json           the settings and their hash (written when the run starts)
@@ -59,6 +60,9 @@ def merge_diagnostics(blocks: Sequence[dict], sampler: str, samples: int) -> dic
                 "resampled_blocks": sum(bool(r["smc"]["resampled"]) for r in rows),
                 "ancestors_fraction": _weighted(weights, [r["smc"]["ancestors"] / n
                                                           for r, n in zip(rows, sizes)])}
+            if first["smc"].get("final_ess") is not None:     # level 1: before the final resampling
+                levels[-1]["smc"]["final_ess_fraction"] = _weighted(
+                    weights, [r["smc"]["final_ess"] / n for r, n in zip(rows, sizes)])
     out = {"sampler": sampler, "num_samples": samples, "levels": levels,
            "blocks": [{"block": b["block"], "rows": list(b["rows"]), "levels": b["diagnostics"]}
                       for b in blocks]}
@@ -69,8 +73,20 @@ def merge_diagnostics(blocks: Sequence[dict], sampler: str, samples: int) -> dic
                                                 for d in b["diagnostics"])
         estimates = [entry["log_normaliser"] for entry in out["blocks"]]
         out["smc"] = {"log_normaliser_per_block": estimates,
-                      "log_normaliser_mean": sum(estimates) / len(estimates)}
+                      "log_normaliser_mean": sum(estimates) / len(estimates),
+                      "log_normaliser_pooled": pooled_log_normaliser(estimates, weights)}
     return out
+
+
+def pooled_log_normaliser(estimates: Sequence[float], fractions: Sequence[float]) -> float:
+    """log Σ_b (n_b / N) Ẑ_b: the blocks' estimates of Z averaged with their shares of the
+    particles. Each Ẑ_b is unbiased for Z, so their average is too (log Ẑ_b is not: it is
+    biased low, which is why the mean of the log Ẑ_b sits below the pooled estimate)."""
+    terms = [math.log(f) + e for f, e in zip(fractions, estimates)]
+    top = max(terms)
+    if not math.isfinite(top):
+        return top
+    return top + math.log(math.fsum(math.exp(t - top) for t in terms))
 
 
 def _weighted(weights: List[float], values: List[float]) -> float:
@@ -201,10 +217,16 @@ def summary(diagnostics: dict, rows: int = 10) -> str:
         estimates = smc["log_normaliser_per_block"]
         ess = [d["smc"]["ess_fraction"] for d in levels if d.get("smc")]
         resampled = sum(d["smc"]["resampled_blocks"] for d in levels if d.get("smc"))
-        out.append(f"  SMC, one particle system per block: log Ẑ {smc['log_normaliser_mean']:.4g} "
-                   f"(mean of {len(estimates)} block{'s' if len(estimates) != 1 else ''}"
-                   + (f", {min(estimates):.4g} to {max(estimates):.4g}" if len(estimates) > 1 else "")
-                   + f"); smallest ESS {min(ess):.1%} of a block; {resampled} resamplings in all")
+        count = f"{len(estimates)} block{'s' if len(estimates) != 1 else ''}"
+        if len(estimates) == 1:
+            shown = f"log Ẑ {estimates[0]:.4g} (one block)"
+        else:
+            pooled = smc.get("log_normaliser_pooled")
+            shown = (f"log Ẑ per block {min(estimates):.4g} to {max(estimates):.4g}, mean "
+                     f"{smc['log_normaliser_mean']:.4g} over {count}"
+                     + (f", pooled log Σ (n_b/N) Ẑ_b {pooled:.4g}" if pooled is not None else ""))
+        out.append(f"  SMC, one particle system per block: {shown}; smallest ESS {min(ess):.1%} "
+                   f"of a block; {resampled} resamplings in all")
     return "\n".join(out)
 
 
