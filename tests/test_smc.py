@@ -303,8 +303,9 @@ def test_threshold_one_resamples_every_level_and_zero_never(product):
 def test_all_weights_zero_is_a_clear_error(product, monkeypatch):
     target, _ = product
     monkeypatch.setattr(FeynmanKac, "increment", lambda self, b, q, q2=None: torch.full_like(q, -math.inf))
-    with pytest.raises(FloatingPointError, match="every particle's Feynman–Kac weight is zero"):
-        compose.sample(target, None, 50, smc=compose.SMC(), progress=False)
+    for threshold in (0.0, 0.5, 1.0):           # also where resampling would reset them
+        with pytest.raises(FloatingPointError, match="every particle's Feynman–Kac weight is zero"):
+            compose.sample(target, None, 50, smc=compose.SMC(ess_threshold=threshold), progress=False)
 
 
 def test_the_cosine_schedule_starts_below_its_huge_top_steps():

@@ -119,6 +119,7 @@ class ParticleSystem:
             log_w, increment_total = _reweight(log_w, increment)
             normaliser = state.log_normaliser + increment_total
         ess = resampling.ess(log_w)
+        zero = resampling.all_zero(log_w)            # before resampling resets dead weights
         index = torch.arange(n, device=log_w.device)
         resampled = torch.zeros((), dtype=torch.bool, device=log_w.device)
         if self.smc.resamples_at(t):
@@ -130,7 +131,7 @@ class ParticleSystem:
             index = torch.where(resampled, chosen, index)
             log_w = torch.where(resampled, torch.full_like(log_w, -math.log(n)), log_w)
         stats = {"ess": ess, "resampled": resampled, "ancestors": resampling.distinct(index),
-                 "increment": increment_total, "zero": resampling.all_zero(log_w)}
+                 "increment": increment_total, "zero": zero}
         return SMCState(log_w, normaliser), index, stats
 
     def depart(self, state: SMCState, evaluation, t: int) -> SMCState:
