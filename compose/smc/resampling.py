@@ -58,8 +58,8 @@ def ess(log_weights: torch.Tensor) -> torch.Tensor:
 
 
 def _cumulative(log_weights: torch.Tensor) -> torch.Tensor:
-    """C_j in float64, ending at exactly 1."""
-    w = normalise(log_weights).double().exp()
+    """C_j in float64 (the weights normalised in float64 too), ending at exactly 1."""
+    w = normalise(log_weights.double()).exp()
     c = torch.cumsum(w, 0)
     return c / c[-1]
 
@@ -93,7 +93,7 @@ def ancestors(log_weights: torch.Tensor, scheme: str = "systematic",
 
 def _residual(log_weights: torch.Tensor, k: torch.Tensor, generator) -> torch.Tensor:
     n = log_weights.shape[0]
-    scaled = n * normalise(log_weights).double().exp()
+    scaled = n * normalise(log_weights.double()).exp()
     copies = torch.floor(scaled)
     cumulative_copies = torch.cumsum(copies, 0)
     fixed = cumulative_copies[-1]                    # Σ ⌊N W_i⌋ ≤ N, as a tensor
@@ -111,13 +111,20 @@ def _residual(log_weights: torch.Tensor, k: torch.Tensor, generator) -> torch.Te
 
 
 def offspring(ancestor_indices: torch.Tensor, n: int) -> torch.Tensor:
-    """Number of copies of each of the n parents."""
-    return torch.bincount(ancestor_indices, minlength=n)
+    """o_i = #{k : a_k = i}, the copies of each of the n parents (indices in 0..n−1), int64 on
+    the indices' device. A scatter-add, not torch.bincount: on CUDA bincount reads the indices'
+    minimum and maximum back to the host."""
+    index = ancestor_indices.long()
+    counts = torch.zeros(n, dtype=torch.int64, device=index.device)
+    return counts.scatter_add_(0, index, torch.ones_like(index))
 
 
 def distinct(ancestor_indices: torch.Tensor) -> torch.Tensor:
-    """Number of distinct parents (0-d tensor)."""
-    return (offspring(ancestor_indices, ancestor_indices.shape[0]) > 0).sum()
+    """#{i : o_i > 0}, the number of distinct parents among N indices in 0..N−1 (0-d int64
+    tensor, no host synchronisation)."""
+    index = ancestor_indices.long()
+    seen = torch.zeros(index.shape[0], dtype=torch.bool, device=index.device)
+    return seen.index_fill_(0, index, True).sum()
 
 
 def resample(x: torch.Tensor, log_weights: torch.Tensor, scheme: str = "systematic",
