@@ -1,5 +1,5 @@
 """Time per call of each resampling scheme (compose.smc.resampling.ancestors) and of one level's
-SMC bookkeeping (normalise + ESS + ancestors + gather of a (N, 2) state) on the CPU, 1 thread.
+SMC bookkeeping (normalise + ESS + ancestors + distinct ancestors + gather of a (N, 2) state) on the CPU, 1 thread.
 
     python benchmarks/bench_resampling.py [--sizes 1000 100000 1000000]
 """
@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from compose.smc.resampling import SCHEMES, ancestors, ess, normalise
+from compose.smc.resampling import SCHEMES, ancestors, distinct, ess, normalise
 
 
 def per_call(fn, repeats):
@@ -36,7 +36,7 @@ def main():
             w = normalise(lw)
             e = ess(w)
             index = torch.where(e < 0.5 * n, ancestors(w, "systematic", g), torch.arange(n))
-            return x.index_select(0, index)
+            return x.index_select(0, index), distinct(index)
         bookkeeping = per_call(level, repeats)
         print(f"{n:>9}  " + "  ".join(f"{t * 1e3:>9.3f} ms" for t in times) + f"  {bookkeeping * 1e3:.3f} ms")
 

@@ -180,3 +180,34 @@ def test_no_host_synchronisation_on_cuda():
     a = ancestors(live, "residual", g)
     assert int(offspring(a, live.shape[0]).sum()) == live.shape[0]
     assert int(distinct(a)) == torch.unique(a).numel()
+
+
+def _residual_by_hand(log_w, u):
+    """The textbook construction in numpy: ⌊N W_i⌋ copies of each i, then R = N − Σ⌊N W_i⌋
+    systematic points (m + u) / R on the cumulative residual weights, all sorted."""
+    w = np.exp(log_w - np.logaddexp.reduce(log_w))
+    n = w.shape[0]
+    copies = np.floor(n * w).astype(np.int64)
+    fixed = np.repeat(np.arange(n), copies)
+    residual = n * w - copies
+    r = n - copies.sum()
+    c = np.cumsum(residual) / residual.sum()
+    rest = np.minimum(np.searchsorted(c, (np.arange(r) + u) / r, side="right"), n - 1)
+    return np.sort(np.concatenate([fixed, rest]))
+
+
+def test_residual_equals_the_textbook_construction():
+    """The sort-free residual scheme (cumulative offspring counts) picks exactly the ancestors of
+    the explicit construction with the same uniform, over weights with zeros and exact copies."""
+    rng = np.random.default_rng(1)
+    for seed in range(60):
+        n = int(rng.integers(1, 400))
+        lw = rng.normal(size=n) * rng.uniform(0, 4)
+        if seed % 3 == 0:
+            lw[rng.uniform(size=n) < 0.4] = -np.inf
+            lw[0] = 0.0
+        if seed % 5 == 0:
+            lw[:] = 0.0
+        u = float(torch.rand(1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+        got = ancestors(torch.tensor(lw), "residual", torch.Generator().manual_seed(seed))
+        assert np.array_equal(got.numpy(), _residual_by_hand(lw, u)), seed

@@ -92,22 +92,23 @@ def ancestors(log_weights: torch.Tensor, scheme: str = "systematic",
 
 
 def _residual(log_weights: torch.Tensor, k: torch.Tensor, generator) -> torch.Tensor:
+    """Residual resampling through cumulative offspring counts, without a sort. With
+    F_j = Σ_{i≤j} ⌊N W_i⌋, the residuals r_i = N W_i − ⌊N W_i⌋ and their cumulative sum scaled
+    to end at R = N − F_N, the systematic remainder (points m + u, m = 0..R−1) gives parent j
+    ⌈Ρ_j − u⌉ − ⌈Ρ_{j−1} − u⌉ copies (Ρ_j = R Σ_{i≤j} r_i / Σ r). So the cumulative count is
+    O_j = F_j + ⌈Ρ_j − u⌉, which ends at N, and ancestor(k) = min{j : O_j > k} (sorted)."""
     n = log_weights.shape[0]
     scaled = n * normalise(log_weights.double()).exp()
     copies = torch.floor(scaled)
-    cumulative_copies = torch.cumsum(copies, 0)
-    fixed = cumulative_copies[-1]                    # Σ ⌊N W_i⌋ ≤ N, as a tensor
-    remaining = n - fixed                            # R
-    deterministic = _invert(cumulative_copies, k)    # position k < Σ⌊NW⌋: the k-th copy
-    residual = scaled - copies
-    total = residual.sum()
-    safe_total = torch.where(total > 0, total, torch.ones_like(total))
-    c = torch.cumsum(residual / safe_total, 0)
-    c = c / torch.where(c[-1] > 0, c[-1], torch.ones_like(c[-1]))
+    fixed = torch.cumsum(copies, 0)
+    remaining = n - fixed[-1]                        # R, as a tensor
+    spread = torch.cumsum(scaled - copies, 0)
+    last = spread[-1]
+    spread = torch.where(last > 0, spread / torch.where(last > 0, last, torch.ones_like(last)),
+                         torch.zeros_like(spread)) * remaining
     u = _uniforms(1, log_weights, generator)
-    points = ((k - fixed).clamp(min=0) + u) / remaining.clamp(min=1)
-    rest = _invert(c, points)
-    return torch.sort(torch.where(k < fixed, deterministic, rest)).values
+    total = fixed + torch.ceil(spread - u).clamp_(min=0)
+    return _invert(total, k)
 
 
 def offspring(ancestor_indices: torch.Tensor, n: int) -> torch.Tensor:
